@@ -1,0 +1,199 @@
+"""`python -m emo ...`: the command line of the EMO library (no ComfyUI needed).
+
+Commands:
+  generate        portrait + voice -> talking-head video (mp4/webm with the audio)
+  new-checkpoint  write a randomly initialised checkpoint of a preset (tests, benchmarks, training)
+  info            describe a checkpoint
+
+User errors print one line `emo <command>: error: ...` and exit with status 2; no partial
+output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("emo.cli")
+
+VIDEO_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm"}
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    from .checkpoints import parse_dtype
+
+    if precision != "auto":
+        return parse_dtype(precision)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _crop_mask(mask: torch.Tensor, info: dict, size: int) -> torch.Tensor:
+    """Apply the reference's square crop (info from prepare_reference) to a source-size mask."""
+    from .face import resize_mask
+
+    x0, y0, x1, y1 = info["box"]
+    h, w = mask.shape
+    canvas = mask.new_zeros(y1 - y0, x1 - x0)  # outside the source image: no face
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = mask[sy0:sy1, sx0:sx1]
+    return resize_mask(canvas, size, size)
+
+
+def cmd_generate(args) -> None:
+    from tqdm import tqdm
+
+    from . import audio as audio_lib
+    from . import image as image_lib
+    from .pipeline import EMOPipeline, GenerationSettings
+    from .video import write_video
+
+    out = Path(args.out)
+    video_format = VIDEO_FORMATS.get(out.suffix.lower())
+    if video_format is None:
+        raise ValueError(f"--out must end in {' or '.join(VIDEO_FORMATS)}, got {out.name!r}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output folder {out.parent} does not exist; create it first")
+    image = image_lib.load_image(args.image)
+    waveform, sample_rate = audio_lib.load_audio(args.audio)
+    device = pick_device(args.device)
+    pipeline = EMOPipeline.from_checkpoint(args.checkpoint, device=device,
+                                           dtype=pick_dtype(args.precision, device))
+    defaults = pipeline.config.defaults
+    size = args.size or defaults.size
+    mask = None
+    crop = args.crop
+    if args.mask is not None:
+        source_mask = image_lib.load_image(args.mask).mean(dim=-1)
+        if source_mask.shape != image.shape[:2]:
+            raise ValueError(f"--mask is {tuple(source_mask.shape[::-1])} pixels but the image is "
+                             f"{tuple(image.shape[1::-1])}; give a mask of the image's size")
+        if crop == "face":
+            crop = "center"  # the mask says where the face is; no detection wanted
+            logger.info("a --mask was given: using a centre crop instead of face detection")
+    reference, info = image_lib.prepare_reference(image, size, crop)
+    if args.mask is not None:
+        mask = _crop_mask(source_mask, info, size)
+    fps = args.fps or defaults.fps
+    features = pipeline.encode_audio(waveform, sample_rate, fps, start_seconds=args.start,
+                                     duration_seconds=args.duration)
+    settings = GenerationSettings(size=size, fps=fps, steps=args.steps, seed=args.seed,
+                                  guidance_scale=args.guidance, scheduler=args.scheduler,
+                                  frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames)
+    resolved = settings.resolve(defaults)
+    from .pipeline import num_clips
+
+    total = num_clips(features.num_frames, resolved.frames_per_clip) * resolved.steps
+    with tqdm(total=total, desc=f"EMO {features.num_frames} frames", unit="step",
+              disable=args.quiet) as bar:
+        def on_progress(p):
+            bar.update(1)
+            bar.set_postfix_str(f"clip {p.clip + 1}/{p.num_clips}")
+
+        clips = pipeline.iter_clips(reference, features, face_mask=mask, speed=args.speed,
+                                    settings=settings, callback=on_progress)
+        write_video(out, clips, fps, audio=(features.waveform, features.sample_rate),
+                    format=video_format, crf=args.crf,
+                    metadata={"comment": f"EMO (Emote Portrait Alive) seed={args.seed}"})
+    print(f"wrote {out} ({features.num_frames} frames at {fps:g} fps, {features.duration_seconds():.2f} s)")
+
+
+def cmd_new_checkpoint(args) -> None:
+    from .checkpoints import save_checkpoint
+    from .models import EMOModel
+
+    model = EMOModel.from_preset(args.preset, seed=args.seed)
+    path = save_checkpoint(model, args.out, dtype=None if args.precision == "fp32" else args.precision,
+                           description=f"randomly initialised {args.preset} EMO model (seed {args.seed}); "
+                                       "not trained - its videos are noise")
+    print(f"wrote {path} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters)")
+
+
+def cmd_info(args) -> None:
+    from .checkpoints import describe
+
+    info = describe(args.checkpoint)
+    print(f"{args.checkpoint}: {info['name']}")
+    if info["description"]:
+        print(f"  {info['description']}")
+    print("  defaults: " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emo", description="EMO: Emote Portrait Alive")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="portrait + voice -> talking video")
+    gen.add_argument("--image", required=True, help="portrait image (any format PIL reads)")
+    gen.add_argument("--audio", required=True, help="voice audio (wav/mp3/flac/ogg/m4a, any rate)")
+    gen.add_argument("--out", required=True, help="output video, .mp4 (H.264+AAC) or .webm (VP9+Opus)")
+    gen.add_argument("--checkpoint", required=True, help="EMO checkpoint (.safetensors)")
+    gen.add_argument("--fps", type=float, default=None, help="frame rate (default: the model's, 25)")
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps per clip (default: the model's, 40)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--speed", type=float, default=None,
+                     help="head motion speed: ~0.1-1.0 speech, ~1.0-1.3 singing (default: the model's)")
+    gen.add_argument("--size", type=int, default=None, help="output width = height in pixels (default 512)")
+    gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    gen.add_argument("--scheduler", default="ddim", help="ddim, dpmpp_2m, unipc, euler, ...")
+    gen.add_argument("--frames-per-clip", type=int, default=None)
+    gen.add_argument("--motion-frames", type=int, default=None)
+    gen.add_argument("--mask", default=None, help="face-region mask image (white = face), same size as --image; "
+                                                  "skips face detection")
+    gen.add_argument("--crop", choices=("face", "center", "pad"), default="face",
+                     help="how the portrait is made square")
+    gen.add_argument("--start", type=float, default=0.0, help="audio start, seconds")
+    gen.add_argument("--duration", type=float, default=None, help="audio duration to use, seconds")
+    gen.add_argument("--crf", type=int, default=19, help="video quality (lower = better, bigger)")
+    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    gen.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(run=cmd_generate)
+
+    new = commands.add_parser("new-checkpoint", help="write a randomly initialised checkpoint")
+    new.add_argument("--preset", required=True, choices=("tiny", "sd15"))
+    new.add_argument("--out", required=True)
+    new.add_argument("--seed", type=int, default=0)
+    new.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    new.set_defaults(run=cmd_new_checkpoint)
+
+    info = commands.add_parser("info", help="describe a checkpoint")
+    info.add_argument("checkpoint")
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .pipeline import GenerationCancelled
+
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError, GenerationCancelled) as error:
+        print(f"emo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"emo {args.command}: interrupted; no output written", file=sys.stderr)
+        return 130
+    return 0

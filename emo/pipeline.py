@@ -1,0 +1,335 @@
+"""`EMOPipeline`: reference image + voice -> talking video, clip after clip.
+
+The steps (paper §3 and §4):
+1. encode the audio: wav2vec2 features per video frame (`emo.audio`), ceil(duration x fps) frames;
+2. encode the reference image with the VAE; make the face-region mask;
+3. for each clip of f frames: run the ReferenceNet once on [reference, n motion frames] (the
+   motion frames are the last n latents of the previous clip; zeros for the first clip), project
+   the clip's audio windows to tokens, embed the speed, then denoise f frames of noise with the
+   backbone for `steps` scheduler steps with classifier-free guidance; decode in bounded chunks.
+
+Classifier-free guidance: the unconditional branch drops the *audio* (zero audio tokens) and the
+*reference* (its reference-attention attends only to the frame itself), as the paper implies;
+it keeps the motion frames, the face mask and the speed, which anchor continuity and layout
+rather than the identity or the lip motion the guidance should strengthen. Training drops
+conditions the same way (see emo/train).
+
+Memory is bounded by one clip: `iter_clips` yields each clip's decoded frames as soon as it is
+done, so a caller can stream them to a file; `__call__` collects them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from . import audio as audio_lib
+from . import face as face_lib
+from .checkpoints import load_checkpoint, parse_dtype
+from .config import InferenceDefaults
+from .models import EMOModel, ReferenceFeatures
+from .schedulers import make_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class GenerationCancelled(RuntimeError):
+    """Raised inside the denoising loop when the caller's cancel hook returns True."""
+
+
+@dataclass
+class GenerationSettings:
+    """Per-run choices. `None` means "what the model was trained for" (its config's defaults)."""
+
+    size: int | None = None  # output width = height, pixels
+    fps: float | None = None  # defaults to the fps the audio was encoded at
+    frames_per_clip: int | None = None  # f
+    motion_frames: int | None = None  # n
+    steps: int | None = None
+    guidance_scale: float | None = None  # <= 1 disables classifier-free guidance
+    seed: int = 0
+    scheduler: str = "ddim"
+    eta: float = 0.0  # DDIM's eta (0 = deterministic DDIM)
+    decode_chunk_size: int = 8  # frames per VAE decode call
+
+    def resolve(self, defaults: InferenceDefaults) -> "GenerationSettings":
+        values = {name: getattr(defaults, name) for name in
+                  ("size", "fps", "frames_per_clip", "motion_frames", "steps", "guidance_scale")
+                  if getattr(self, name) is None}
+        resolved = replace(self, **values)
+        checks = [
+            (resolved.size > 0, f"size must be > 0, got {resolved.size}"),
+            (resolved.fps > 0, f"fps must be > 0, got {resolved.fps}"),
+            (resolved.frames_per_clip >= 1, f"frames_per_clip must be >= 1, got {resolved.frames_per_clip}"),
+            (resolved.motion_frames >= 0, f"motion_frames must be >= 0, got {resolved.motion_frames}"),
+            (resolved.steps >= 1, f"steps must be >= 1, got {resolved.steps}"),
+            (resolved.guidance_scale >= 0, f"guidance_scale must be >= 0, got {resolved.guidance_scale}"),
+            (resolved.decode_chunk_size >= 1, f"decode_chunk_size must be >= 1, got {resolved.decode_chunk_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"EMOPipeline settings: {message}.")
+        return resolved
+
+
+@dataclass
+class Progress:
+    clip: int  # 0-based clip index
+    num_clips: int
+    step: int  # steps finished in this clip (1..num_steps)
+    num_steps: int
+
+    @property
+    def fraction(self) -> float:
+        return ((self.clip * self.num_steps) + self.step) / (self.num_clips * self.num_steps)
+
+
+@dataclass
+class GenerationResult:
+    frames: torch.Tensor  # (F, H, W, 3) float 0..1, CPU
+    fps: float
+    audio_waveform: torch.Tensor  # (C, T) the audio actually used, at `sample_rate`
+    sample_rate: int
+    num_clips: int
+
+
+def num_clips(num_frames: int, frames_per_clip: int) -> int:
+    return math.ceil(num_frames / frames_per_clip)
+
+
+@dataclass
+class SpeedCurve:
+    """Head-motion speed keyframes: (time in seconds, speed) pairs, linearly interpolated and
+    held constant before the first and after the last keyframe."""
+
+    keyframes: list[tuple[float, float]]
+
+    def __post_init__(self) -> None:
+        if not self.keyframes:
+            raise ValueError("SpeedCurve: give at least one (seconds, speed) keyframe.")
+        self.keyframes = sorted((float(t), float(v)) for t, v in self.keyframes)
+        if any(t < 0 for t, _ in self.keyframes):
+            raise ValueError(f"SpeedCurve: keyframe times must be >= 0 seconds, got {self.keyframes}.")
+
+    def sample(self, num_frames: int, fps: float) -> torch.Tensor:
+        """Speed at each video frame's time (i / fps): (num_frames,)."""
+        times = torch.tensor([t for t, _ in self.keyframes], dtype=torch.float64)
+        values = torch.tensor([v for _, v in self.keyframes], dtype=torch.float64)
+        frame_times = torch.arange(num_frames, dtype=torch.float64) / fps
+        index = torch.searchsorted(times, frame_times, right=True).clamp(1, len(times) - 1)
+        if len(times) == 1:
+            return values.expand(num_frames).float().clone()
+        t0, t1 = times[index - 1], times[index]
+        weight = ((frame_times - t0) / (t1 - t0).clamp(min=1e-12)).clamp(0, 1)
+        return (values[index - 1] + weight * (values[index] - values[index - 1])).float()
+
+
+def speed_track(speed, num_frames: int, fps: float = 25.0) -> torch.Tensor:
+    """A constant speed (float), a `SpeedCurve`, or one value per frame -> (num_frames,) float."""
+    if isinstance(speed, (int, float)):
+        return torch.full((num_frames,), float(speed))
+    if isinstance(speed, SpeedCurve):
+        return speed.sample(num_frames, fps)
+    track = torch.as_tensor(speed, dtype=torch.float32).flatten()
+    if track.numel() != num_frames:
+        raise ValueError(
+            f"EMOPipeline: the speed curve has {track.numel()} values but the audio has "
+            f"{num_frames} frames; give one value per frame, a SpeedCurve or one constant speed."
+        )
+    return track
+
+
+def _last(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """The last n entries of x along dim (none when n == 0, unlike x[-0:])."""
+    return x.narrow(dim, x.shape[dim] - n, n)
+
+
+class EMOPipeline:
+    def __init__(self, model: EMOModel, *, device: str | torch.device | None = None,
+                 dtype: torch.dtype | str | None = None):
+        dtype = parse_dtype(dtype)
+        if device is not None or dtype is not None:
+            model = model.to(device=device, dtype=dtype)
+        self.model = model.eval()
+
+    @classmethod
+    def from_checkpoint(cls, path, *, device="cpu", dtype=None) -> "EMOPipeline":
+        return cls(load_checkpoint(path, device=device, dtype=dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def config(self):
+        return self.model.config
+
+    # ---- 1. audio --------------------------------------------------------------------------
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, fps: float | None = None, *,
+                     start_seconds: float = 0.0, duration_seconds: float | None = None,
+                     progress=None) -> "audio_lib.AudioFeatures":
+        """waveform: (T), (C, T) or (B, C, T) at any rate -> per-frame wav2vec2 features."""
+        fps = self.config.defaults.fps if fps is None else fps
+        return audio_lib.encode_audio(self.model.audio_encoder, waveform, sample_rate, fps,
+                                      start_seconds=start_seconds, duration_seconds=duration_seconds,
+                                      progress=progress)
+
+    # ---- 2. reference and face mask -------------------------------------------------------
+    def _reference_pixels(self, image: torch.Tensor, size: int) -> torch.Tensor:
+        """(H, W, 3) or (N, H, W, 3) in 0..1, square -> (1, 3, size, size) in 0..1."""
+        if image.ndim == 4:
+            image = image[0]
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"EMOPipeline: the reference image must be (H, W, 3), got {tuple(image.shape)}.")
+        h, w = image.shape[:2]
+        if h != w:
+            raise ValueError(
+                f"EMOPipeline: the reference image is {w}x{h}; it must be square. Prepare it with "
+                "emo.image.prepare_reference (or the LoadReference node), which crops around the face."
+            )
+        x = image.permute(2, 0, 1)[None].float()
+        if h != size:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        return x.clamp(0, 1)
+
+    @torch.inference_mode()
+    def encode_reference(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) in 0..1 -> VAE latent (1, 4, H/8, W/8), scaled."""
+        vae = self.model.vae
+        x = (pixels * 2 - 1).to(self.device, vae.dtype)
+        return vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
+
+    def face_mask(self, image: torch.Tensor, mask: torch.Tensor | None, size: int,
+                  expand_ratio: float = 0.2) -> torch.Tensor:
+        """The face-region mask at `size` x `size`: the given one (resized) or a detected box."""
+        if image.ndim == 4:
+            image = image[0]
+        region = face_lib.face_region_mask(image, expand_ratio=expand_ratio, mask=mask)
+        return face_lib.resize_mask(region, size, size)
+
+    # ---- 3. clips --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def iter_clips(
+        self,
+        reference_image: torch.Tensor,
+        audio: "audio_lib.AudioFeatures",
+        *,
+        face_mask: torch.Tensor | None = None,
+        speed=None,
+        settings: GenerationSettings | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the decoded frames of each clip, (n, H, W, 3) float 0..1 on the CPU; the clips
+        together have exactly `audio.num_frames` frames."""
+        model = self.model
+        s = (settings or GenerationSettings()).resolve(model.config.defaults)
+        if abs(s.fps - audio.fps) > 1e-6:
+            raise ValueError(
+                f"EMOPipeline: the audio was encoded at {audio.fps} fps but settings ask for "
+                f"{s.fps} fps; encode the audio at the video's frame rate."
+            )
+        multiple = model.config.latent_scale * model.backbone.min_latent_multiple
+        if s.size % multiple:
+            raise ValueError(f"EMOPipeline: size {s.size} must be a multiple of {multiple} for this model.")
+        speed = model.config.defaults.speed if speed is None else speed
+        total = audio.num_frames
+        speeds = speed_track(speed, total, s.fps)
+        f, n = s.frames_per_clip, s.motion_frames
+        clips = num_clips(total, f)
+        device, dtype = self.device, self.dtype
+
+        pixels = self._reference_pixels(reference_image, s.size)
+        mask = self.face_mask(reference_image, face_mask, s.size)  # (size, size)
+        ref_latent = self.encode_reference(pixels).to(dtype)  # (1, 4, h, w)
+        face_features = model.face_locator(mask[None, None].to(device, dtype))
+        h, w = ref_latent.shape[-2:]
+        generator = torch.Generator(device="cpu").manual_seed(s.seed)
+        scheduler = make_scheduler(s.scheduler, model.config.scheduler)
+        use_cfg = s.guidance_scale > 1.0
+        rows = torch.tensor([False, True], device=device) if use_cfg else None
+
+        motion_latents = torch.zeros(1, n, 4, h, w, device=device, dtype=dtype)  # first clip: zeros
+        motion_speeds = speeds[:1].repeat(n)
+        for clip in range(clips):
+            start = clip * f
+            frame_ids = torch.arange(start, start + f).clamp(max=total - 1)  # last clip: pad by repeat
+            reference = model.reference_net(torch.cat([ref_latent[:, None], motion_latents], dim=1))
+            windows = audio_lib.window(audio.features, frame_ids, model.config.audio.window_radius)
+            tokens = model.audio_projection(windows[None].to(device, dtype))  # (1, f, K, D)
+            clip_speeds = speeds[frame_ids]
+            speed_embedding = model.speed_encoder(torch.cat([motion_speeds, clip_speeds])[None].to(device))
+            if use_cfg:
+                tokens = torch.cat([torch.zeros_like(tokens), tokens])
+
+            latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), tokens, reference, rows,
+                                    speed_embedding, face_features, clip, clips, callback, should_cancel)
+            keep = min(f, total - start)
+            yield self.decode(latents[:, :, :keep], s.decode_chunk_size)
+            # The next clip's motion frames: the last n frames generated so far (f may be < n).
+            frames_first = latents.permute(0, 2, 1, 3, 4).to(dtype)  # (1, f, 4, h, w)
+            motion_latents = _last(torch.cat([motion_latents, frames_first], dim=1), n, dim=1)
+            motion_speeds = _last(torch.cat([motion_speeds, clip_speeds]), n, dim=0)
+
+    def _denoise(self, scheduler, s: GenerationSettings, generator, shape, tokens,
+                 reference: ReferenceFeatures, rows, speed_embedding, face_features,
+                 clip: int, clips: int, callback, should_cancel) -> torch.Tensor:
+        device, dtype = self.device, self.dtype
+        scheduler.set_timesteps(s.steps, device=device)
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+        latents = latents * scheduler.init_noise_sigma
+        step_kwargs = {}
+        step_params = inspect.signature(scheduler.step).parameters
+        if "eta" in step_params:
+            step_kwargs["eta"] = s.eta
+        if "generator" in step_params:
+            step_kwargs["generator"] = generator
+        for i, t in enumerate(scheduler.timesteps):
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled(f"generation cancelled at clip {clip + 1}/{clips}, step {i + 1}/{s.steps}")
+            model_input = torch.cat([latents, latents]) if rows is not None else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            prediction = self.model.backbone(
+                model_input.to(dtype), t, tokens, reference=reference, reference_rows=rows,
+                speed=speed_embedding, face_features=face_features,
+            ).float()
+            if rows is not None:
+                uncond, cond = prediction.chunk(2)
+                prediction = uncond + s.guidance_scale * (cond - uncond)
+            latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
+            if callback is not None:
+                callback(Progress(clip=clip, num_clips=clips, step=i + 1, num_steps=s.steps))
+        return latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+        """(1, 4, F, h, w) latents -> (F, H, W, 3) float 0..1 on the CPU, `chunk_size` frames
+        per VAE call so memory does not grow with F."""
+        vae = self.model.vae
+        frames = latents[0].permute(1, 0, 2, 3)  # (F, 4, h, w)
+        out = []
+        for i in range(0, frames.shape[0], chunk_size):
+            chunk = frames[i:i + chunk_size].to(self.device, vae.dtype) / vae.config.scaling_factor
+            image = vae.decode(chunk).sample.float()
+            out.append(((image + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+        return torch.cat(out)
+
+    def __call__(self, reference_image: torch.Tensor, audio: "audio_lib.AudioFeatures", **kwargs) -> GenerationResult:
+        """Run every clip and return all frames (see `iter_clips` for the arguments)."""
+        settings = kwargs.get("settings") or GenerationSettings()
+        chunks = list(self.iter_clips(reference_image, audio, **kwargs))
+        frames = torch.cat(chunks)
+        return GenerationResult(frames=frames, fps=audio.fps, audio_waveform=audio.waveform,
+                                sample_rate=audio.sample_rate,
+                                num_clips=num_clips(audio.num_frames,
+                                                    settings.resolve(self.config.defaults).frames_per_clip))
