@@ -7,8 +7,9 @@ The data path, in the order :func:`encode_audio` runs it::
          --to_mono, resample--> [T16] at 16 kHz (wav2vec2's rate)
          --extract_wav2vec2_features--> [F, L, D]  (F video frames, L transformer layers, D hidden size)
 
-EMO (arXiv 2402.17485, section 3.2) conditions each video frame on the wav2vec2 features of the
-frames around it (a window of +-m = 2 frames); :func:`window` builds those windows.
+EMO (arXiv 2402.17485, audio layers of the method section) conditions each video frame on the
+wav2vec2 features of the frames around it (a window of +-m = 2 frames); :func:`window` builds
+those windows.
 
 Time conventions used throughout this module:
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 TARGET_SAMPLE_RATE = 16000
 """Sample rate (Hz) wav2vec2 was trained on; :func:`encode_audio` resamples to it."""
 
-SUPPORTED_AUDIO_HINT = "give a wav/mp3/flac/ogg/m4a file"
+_SUPPORTED_AUDIO_HINT = "give a wav/mp3/flac/ogg/m4a file"
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -75,15 +76,17 @@ def load_audio(path: Union[str, os.PathLike]) -> tuple[torch.Tensor, int]:
             f"(relative paths are resolved from {os.getcwd()!r})"
         )
     if os.path.isdir(path):
-        raise ValueError(f"load_audio: {path!r} is a folder, expected an audio file; {SUPPORTED_AUDIO_HINT}")
+        raise ValueError(f"load_audio: {path!r} is a folder, expected an audio file; {_SUPPORTED_AUDIO_HINT}")
     if os.path.getsize(path) == 0:
-        raise ValueError(f"load_audio: {path!r} is empty (0 bytes), so the audio is empty; {SUPPORTED_AUDIO_HINT}")
+        raise ValueError(
+            f"load_audio: {path!r} is empty (0 bytes), so the audio is empty; {_SUPPORTED_AUDIO_HINT}"
+        )
 
     try:
         container = av.open(path, mode="r")
     except av.FFmpegError as error:
         raise ValueError(
-            f"load_audio: {path!r} could not be decoded as audio: {error}; {SUPPORTED_AUDIO_HINT}"
+            f"load_audio: {path!r} could not be decoded as audio: {error}; {_SUPPORTED_AUDIO_HINT}"
         ) from error
 
     with container:
@@ -95,7 +98,9 @@ def load_audio(path: Union[str, os.PathLike]) -> tuple[torch.Tensor, int]:
             )
         stream = container.streams.audio[0]
         if len(container.streams.audio) > 1:
-            logger.info("load_audio: %r has %d audio streams; using the first", path, len(container.streams.audio))
+            logger.info(
+                "load_audio: %r has %d audio streams; using the first", path, len(container.streams.audio)
+            )
 
         pieces: list[np.ndarray] = []
         sample_rate: Optional[int] = None
@@ -115,13 +120,14 @@ def load_audio(path: Union[str, os.PathLike]) -> tuple[torch.Tensor, int]:
                 pieces.append(samples)
         except av.FFmpegError as error:
             raise ValueError(
-                f"load_audio: {path!r} could not be decoded as audio: {error}; {SUPPORTED_AUDIO_HINT}"
+                f"load_audio: {path!r} could not be decoded as audio: {error}; {_SUPPORTED_AUDIO_HINT}"
             ) from error
 
     total = sum(piece.shape[1] for piece in pieces)
     if sample_rate is None or total == 0:
         raise ValueError(
-            f"load_audio: the audio in {path!r} is empty (0 samples decoded); give a file with at least some sound"
+            f"load_audio: the audio in {path!r} is empty (0 samples decoded); "
+            f"give a file with at least some sound"
         )
     waveform = torch.from_numpy(np.concatenate(pieces, axis=1))
     logger.debug(
@@ -174,7 +180,9 @@ def _as_channels_first(waveform: torch.Tensor, operation: str) -> torch.Tensor:
         return waveform
     if waveform.dim() == 3:
         if waveform.shape[0] == 0:
-            raise ValueError(f"{operation}: the waveform batch {tuple(waveform.shape)} is empty; give at least one clip")
+            raise ValueError(
+                f"{operation}: the waveform batch {tuple(waveform.shape)} is empty; give at least one clip"
+            )
         if waveform.shape[0] > 1:
             logger.warning(
                 "%s: waveform has a batch of %d clips %s; only the first is used",
@@ -215,11 +223,13 @@ def resample(waveform: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tens
         (the length ``librosa.resample`` gives); the input itself (as float32) when the rates are equal.
     """
     for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer)) or not math.isfinite(rate) or rate <= 0:
+        is_number = isinstance(rate, (int, float, np.integer)) and not isinstance(rate, bool)
+        if not is_number or not math.isfinite(rate) or rate <= 0:
             raise ValueError(f"resample: {name} must be a positive number of Hz, got {rate!r}")
     if not isinstance(waveform, torch.Tensor) or waveform.dim() == 0:
         raise ValueError(
-            f"resample: expected a waveform tensor with samples in the last dimension, got {type(waveform).__name__}"
+            f"resample: expected a waveform tensor with samples in the last dimension, "
+            f"got {type(waveform).__name__}"
         )
     if orig_sr == target_sr:
         return waveform.to(torch.float32)
@@ -234,7 +244,8 @@ def resample(waveform: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tens
     # import of scipy.signal. soxr wants [T, channels].
     import soxr
 
-    samples = waveform.detach().to(device="cpu", dtype=torch.float32).reshape(rows, length).T.contiguous().numpy()
+    samples = waveform.detach().to(device="cpu", dtype=torch.float32).reshape(rows, length)
+    samples = samples.T.contiguous().numpy()
     resampled = soxr.resample(samples, orig_sr, target_sr, quality="HQ")  # [T'', rows]
     # soxr rounds the output length; pad or cut to ceil(T * ratio) so lengths are predictable.
     if resampled.shape[0] < new_length:
@@ -253,7 +264,9 @@ def _exact_fps(fps: Union[float, int, Fraction], operation: str) -> Fraction:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
         raise ValueError(f"{operation}: fps must be a number, got {fps!r}; give frames per second such as 25")
     if isinstance(fps, float) and not math.isfinite(fps):
-        raise ValueError(f"{operation}: fps must be a finite number, got {fps!r}; give frames per second such as 25")
+        raise ValueError(
+            f"{operation}: fps must be a finite number, got {fps!r}; give frames per second such as 25"
+        )
     if fps <= 0:
         raise ValueError(f"{operation}: fps must be > 0, got {fps!r}; give frames per second such as 25")
     if isinstance(fps, float):
@@ -277,7 +290,9 @@ def frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 0:
         raise ValueError(f"frame_count: num_samples must be an integer >= 0, got {num_samples!r}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"frame_count: sample_rate must be a positive integer number of Hz, got {sample_rate!r}")
+        raise ValueError(
+            f"frame_count: sample_rate must be a positive integer number of Hz, got {sample_rate!r}"
+        )
     exact = Fraction(int(num_samples), int(sample_rate)) * _exact_fps(fps, "frame_count")
     return math.ceil(exact)
 
@@ -308,11 +323,14 @@ def trim(
     if start_seconds is None:
         start_seconds = 0.0
     if not math.isfinite(start_seconds) or start_seconds < 0:
-        raise ValueError(f"trim: start_seconds must be >= 0, got {start_seconds!r}; use 0 to start at the beginning")
+        raise ValueError(
+            f"trim: start_seconds must be >= 0, got {start_seconds!r}; use 0 to start at the beginning"
+        )
     start = int(round(start_seconds * sample_rate))
     if start >= total:
         raise ValueError(
-            f"trim: start_seconds={start_seconds!r} is at or beyond the end of the audio ({total_seconds:.3f} s); "
+            f"trim: start_seconds={start_seconds!r} is at or beyond the end of the audio "
+            f"({total_seconds:.3f} s); "
             f"give a start below {total_seconds:.3f}"
         )
     if duration_seconds is None:
@@ -423,7 +441,8 @@ def wav2vec2_hidden_states(
 
     A clip of at most one chunk is run in a single plain call on the whole waveform, which is
     exactly the unchunked result. Only one chunk is on the model's device at a time; results are
-    gathered on the CPU.
+    gathered on the CPU. (While a chunked call runs, the hook is on the shared model: do not run
+    the same model instance from two threads at once.)
 
     Args:
         model: a ``transformers.Wav2Vec2Model`` (or compatible: ``config.conv_kernel``,
@@ -438,7 +457,7 @@ def wav2vec2_hidden_states(
     Returns:
         float32 ``[N, L, D]`` on the CPU: ``N = (T - receptive_field) // hop + 1`` wav2vec2 frames
         (one, for a clip shorter than the receptive field, which is padded with zeros), L transformer
-        layers (``hidden_states[:]``; the CNN projection ``hidden_states[0]`` is left out), hidden size D.
+        layers (``hidden_states[1:]``; the CNN projection ``hidden_states[0]`` is left out), hidden size D.
     """
     if not math.isfinite(chunk_seconds) or chunk_seconds <= 0:
         raise ValueError(
@@ -449,7 +468,8 @@ def wav2vec2_hidden_states(
             f"wav2vec2_hidden_states: context_seconds must be >= 0, got {context_seconds!r}; 1 is a good value"
         )
     if not isinstance(waveform_16k, torch.Tensor) or waveform_16k.dim() != 1:
-        shape = tuple(waveform_16k.shape) if isinstance(waveform_16k, torch.Tensor) else type(waveform_16k).__name__
+        is_tensor = isinstance(waveform_16k, torch.Tensor)
+        shape = tuple(waveform_16k.shape) if is_tensor else type(waveform_16k).__name__
         raise ValueError(
             f"wav2vec2_hidden_states: expected a mono waveform [T] at 16 kHz, got {shape}; use to_mono first"
         )
@@ -552,7 +572,8 @@ def _first_layer_group_norm(model) -> Optional[tuple[torch.nn.Conv1d, torch.nn.G
         conv, norm = first.conv, first.layer_norm
     except (AttributeError, IndexError, TypeError):
         return None
-    if isinstance(conv, torch.nn.Conv1d) and isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == norm.num_channels:
+    per_channel = isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == norm.num_channels
+    if isinstance(conv, torch.nn.Conv1d) and per_channel:
         return conv, norm
     return None
 
@@ -767,7 +788,9 @@ def encode_audio(
     """
     exact_fps = _exact_fps(fps, "encode_audio")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"encode_audio: sample_rate must be a positive integer number of Hz, got {sample_rate!r}")
+        raise ValueError(
+            f"encode_audio: sample_rate must be a positive integer number of Hz, got {sample_rate!r}"
+        )
     channels_first = _as_channels_first(waveform, "encode_audio")
     if channels_first.shape[-1] == 0:
         raise ValueError("encode_audio: the audio is empty (0 samples); give a clip with at least some sound")

@@ -261,6 +261,7 @@ def test_resample_keeps_a_sine_at_its_frequency(orig_sr):
         (0, 16000, 25, 0),
         (10 * 48000, 48000, 29.97, 300),  # 299.7 -> 300
         (100 * 48000, 48000, 29.97, 2997),  # exactly 2997 frames at 2997/100 fps
+        (10 * 16000, 16000, 24.3, 243),  # the double nearest 24.3 is a bit above it: still 243
         (1001 * 48000 // 30, 48000, 30000 / 1001, 1000),  # NTSC: exactly 1000 frames
         (3 * 16000, 16000, 1 / 3, 1),
     ],
@@ -373,7 +374,9 @@ def test_chunks_line_up_with_the_frame_grid(chunk_seconds, context_seconds):
     local = LocalModel().eval()
     waveform = speech_like(3.01, seed=3)
     whole = wav2vec2_hidden_states(local, waveform, chunk_seconds=100)
-    chunked = wav2vec2_hidden_states(local, waveform, chunk_seconds=chunk_seconds, context_seconds=context_seconds)
+    chunked = wav2vec2_hidden_states(
+        local, waveform, chunk_seconds=chunk_seconds, context_seconds=context_seconds
+    )
     assert chunked.shape == whole.shape == ((waveform.shape[0] - 400) // 320 + 1, 2, 4)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
 
@@ -446,7 +449,8 @@ def test_runs_in_the_model_dtype_and_returns_float32(model):
     double_model = copy.deepcopy(model).double()
     features = extract_wav2vec2_features(double_model, waveform, 25, fps=25)
     assert features.dtype == torch.float32
-    torch.testing.assert_close(features, extract_wav2vec2_features(model, waveform, 25, fps=25), atol=1e-4, rtol=1e-4)
+    expected = extract_wav2vec2_features(model, waveform, 25, fps=25)
+    torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_model_in_training_mode_is_warned_about(model, caplog):
@@ -472,7 +476,8 @@ def test_encode_audio_end_to_end_stereo_44k(model):
     calls = []
 
     result = encode_audio(
-        model, comfy_waveform, rate, 25, start_seconds=0.5, duration_seconds=1.2, progress=lambda *a: calls.append(a)
+        model, comfy_waveform, rate, 25,
+        start_seconds=0.5, duration_seconds=1.2, progress=lambda *a: calls.append(a),
     )
 
     assert isinstance(result, AudioFeatures)

@@ -1,0 +1,385 @@
+"""The one place where the EMO nodes talk to ComfyUI's services.
+
+Inside ComfyUI this module uses `folder_paths` (model folders, output/temp folders, save
+paths), `comfy.model_management` (devices, freeing memory, interruption), `comfy.utils`
+(progress bar), `comfy_api` (the core VIDEO type) and `server.PromptServer` (messages to the
+browser). Outside ComfyUI (tests, scripts) every function has a plain fallback:
+
+- model files: the folders set with `set_models_dir()` or the `EMO_MODELS_DIR` environment
+  variable (os.pathsep-separated);
+- output/temp folders: `set_output_directories()` or `EMO_OUTPUT_DIR` / `EMO_TEMP_DIR`;
+- device: CUDA, then MPS, then CPU;
+- progress: a no-op bar that remembers its last value (tests read it);
+- interruption: a flag set with `request_interrupt()`; `check_interrupted()` then raises
+  `Interrupted`, a `emo.pipeline.GenerationCancelled`.
+
+ComfyUI modules are looked up lazily, when a function needs them, so importing the nodes never
+imports ComfyUI and tests can install stand-ins in `sys.modules`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emo.checkpoints import parse_dtype
+from emo.pipeline import GenerationCancelled
+
+logger = logging.getLogger(__name__)
+
+MODEL_FOLDER = "emo"  # ComfyUI/models/emo, also a key for extra_model_paths.yaml
+CHECKPOINT_EXTENSIONS = {".safetensors"}
+
+
+# ---- finding ComfyUI --------------------------------------------------------------------
+def _comfy_module(name: str):
+    """A ComfyUI module if ComfyUI is running (or a test installed a stand-in), else None.
+
+    Only `comfy.*`, `folder_paths` and `comfy_api.*` are imported here: they exist only in a
+    ComfyUI tree. `server` is a common module name, so it is only taken from `sys.modules`
+    (ComfyUI imports it before any node runs).
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    if name == "server":
+        return None
+    if not in_comfyui():
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def in_comfyui() -> bool:
+    """True inside a ComfyUI process: its `folder_paths` and `comfy.model_management` load.
+
+    An unrelated package called `comfy` (there is one on PyPI) has no `model_management`.
+    """
+    sys_modules = sys.modules
+    if "folder_paths" in sys_modules and "comfy.model_management" in sys_modules:
+        return True
+    global _comfyui_found
+    if _comfyui_found is None:
+        try:
+            importlib.import_module("folder_paths")
+            importlib.import_module("comfy.model_management")
+            _comfyui_found = True
+        except ImportError:
+            _comfyui_found = False
+    return _comfyui_found
+
+
+_comfyui_found: bool | None = None
+
+
+# ---- model folder -----------------------------------------------------------------------
+_models_dirs: list[Path] | None = None
+
+
+def set_models_dir(*folders: str | os.PathLike) -> None:
+    """Outside ComfyUI: the folders to list EMO checkpoints from (none: back to the default)."""
+    global _models_dirs
+    _models_dirs = [Path(f) for f in folders] or None
+
+
+def register_model_folder() -> None:
+    """Make ComfyUI list `models/emo` (and any `emo:` paths from extra_model_paths.yaml).
+
+    ComfyUI reads extra_model_paths.yaml before it imports custom nodes; an `emo:` entry there
+    creates the folder key with no extension filter, so the default folder is added in front
+    and the filter set here. Safe to call more than once.
+    """
+    folder_paths = _comfy_module("folder_paths")
+    if folder_paths is None:
+        return
+    default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+    known = folder_paths.folder_names_and_paths.get(MODEL_FOLDER)
+    if known is None:
+        folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], set(CHECKPOINT_EXTENSIONS))
+        return
+    paths, extensions = known
+    if default not in paths:
+        paths.insert(0, default)
+    folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, set(extensions) | CHECKPOINT_EXTENSIONS)
+
+
+def model_folders() -> list[Path]:
+    """Where EMO checkpoints are looked for, in order."""
+    folder_paths = _comfy_module("folder_paths")
+    if folder_paths is not None:
+        register_model_folder()
+        return [Path(p) for p in folder_paths.get_folder_paths(MODEL_FOLDER)]
+    if _models_dirs is not None:
+        return list(_models_dirs)
+    env = os.environ.get("EMO_MODELS_DIR")
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    return [Path.cwd() / "models" / MODEL_FOLDER]
+
+
+def list_checkpoints() -> list[str]:
+    """Checkpoint names (paths relative to their model folder, '/'-separated), sorted."""
+    folder_paths = _comfy_module("folder_paths")
+    if folder_paths is not None:
+        register_model_folder()
+        return [name for name in folder_paths.get_filename_list(MODEL_FOLDER)
+                if os.path.splitext(name)[1].lower() in CHECKPOINT_EXTENSIONS]
+    names = set()
+    for folder in model_folders():
+        if folder.is_dir():
+            for path in folder.rglob("*"):
+                if path.is_file() and path.suffix.lower() in CHECKPOINT_EXTENSIONS:
+                    names.add(path.relative_to(folder).as_posix())
+    return sorted(names)
+
+
+def resolve_checkpoint(name: str) -> Path:
+    """The file behind a checkpoint name from `list_checkpoints()`; FileNotFoundError if none."""
+    folder_paths = _comfy_module("folder_paths")
+    if folder_paths is not None:
+        register_model_folder()
+        found = folder_paths.get_full_path(MODEL_FOLDER, name)
+        if found is not None:
+            return Path(found)
+    else:
+        relative = Path(os.path.normpath("/" + name)).relative_to("/")  # no escaping the folder
+        for folder in model_folders():
+            if (folder / relative).is_file():
+                return folder / relative
+    folders = ", ".join(str(f) for f in model_folders()) or "(none)"
+    raise FileNotFoundError(
+        f"EMOModelLoader: checkpoint {name!r} not found in the EMO model folders ({folders}); put the "
+        f".safetensors file there (or add an 'emo:' entry to extra_model_paths.yaml) and refresh the page"
+    )
+
+
+# ---- devices and memory -------------------------------------------------------------------
+def torch_device() -> torch.device:
+    """The device ComfyUI computes on (its --cpu / --cuda-device choices apply)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        return mm.get_torch_device()
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    """Where idle weights wait (CPU RAM, unless ComfyUI was told to keep them on the GPU)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        return mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """'auto', 'fp32', 'fp16' or 'bf16' -> a torch dtype for `device`.
+
+    auto: fp32 on the CPU; on a GPU bf16 where supported, else fp16 (ComfyUI's own checks when
+    it runs, so its --force-fp16/--force-fp32 flags apply).
+    """
+    if precision != "auto":
+        return parse_dtype(precision)
+    if device.type == "cpu":
+        return torch.float32
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        if mm.should_use_bf16(device):
+            return torch.bfloat16
+        if mm.should_use_fp16(device):
+            return torch.float16
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device.type == "mps" else torch.float32
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on `device` as ComfyUI counts them (None outside ComfyUI / unknown)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        return int(mm.get_free_memory(device))
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(device)[0])
+    return None
+
+
+def make_room(device: torch.device, num_bytes: int) -> None:
+    """Ask ComfyUI to unload its own models from `device` until `num_bytes` are free."""
+    if device.type == "cpu":
+        return
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        mm.free_memory(num_bytes, device)
+
+
+def empty_cache() -> None:
+    """Return cached allocator blocks to the driver after weights were moved off a GPU."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---- progress and interruption -------------------------------------------------------------
+class Progress:
+    """A progress bar for one node run: ComfyUI's `ProgressBar` when it runs, else a no-op
+    that records the last value (`current`, `total`, `previews`) for tests."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.current = 0
+        self.previews = 0
+        utils = _comfy_module("comfy.utils")
+        self._bar = utils.ProgressBar(total) if utils is not None else None
+
+    def update_absolute(self, value: int, total: int | None = None, preview_image=None) -> None:
+        """preview_image: a PIL image shown on the node (ComfyUI scales it to <= 512 px)."""
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total)
+        preview = None
+        if preview_image is not None:
+            self.previews += 1
+            preview = ("JPEG", preview_image, 512)
+        if self._bar is not None:
+            self._bar.update_absolute(self.current, self.total, preview)
+
+
+class Interrupted(GenerationCancelled):
+    """Raised outside ComfyUI when `request_interrupt()` was called (ComfyUI raises its own
+    `InterruptProcessingException` instead, which it reports as "interrupted")."""
+
+
+_interrupt = threading.Event()
+
+
+def request_interrupt() -> None:
+    """Outside ComfyUI: make the next `check_interrupted()` raise (what Cancel does in the UI)."""
+    _interrupt.set()
+
+
+def clear_interrupt() -> None:
+    _interrupt.clear()
+
+
+def check_interrupted() -> None:
+    """Raise if the user cancelled the prompt; call it between small units of work."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+        return
+    if _interrupt.is_set():
+        _interrupt.clear()  # like ComfyUI: one cancel stops one run
+        raise Interrupted("interrupted by the user")
+
+
+# ---- output files ----------------------------------------------------------------------------
+_directories: dict[str, Path] = {}
+
+
+def set_output_directories(output: str | os.PathLike | None = None,
+                           temp: str | os.PathLike | None = None) -> None:
+    """Outside ComfyUI: where VideoCombine writes (None: back to the default)."""
+    for key, value in (("output", output), ("temp", temp)):
+        if value is None:
+            _directories.pop(key, None)
+        else:
+            _directories[key] = Path(value)
+
+
+def output_directory(kind: str = "output") -> Path:
+    """ComfyUI's output or temp folder ('output' / 'temp')."""
+    if kind not in ("output", "temp"):
+        raise ValueError(f"output_directory: kind must be 'output' or 'temp', got {kind!r}")
+    folder_paths = _comfy_module("folder_paths")
+    if folder_paths is not None:
+        return Path(folder_paths.get_output_directory() if kind == "output" else folder_paths.get_temp_directory())
+    if kind in _directories:
+        return _directories[kind]
+    env = os.environ.get("EMO_OUTPUT_DIR" if kind == "output" else "EMO_TEMP_DIR")
+    return Path(env) if env else Path.cwd() / kind
+
+
+def save_path(filename_prefix: str, kind: str, width: int, height: int) -> tuple[Path, str, int, str]:
+    """(folder, file stem, next counter, subfolder) for a new output file, as ComfyUI's save
+    nodes number them: the prefix may hold a subfolder ('EMO/portrait'), %width%/%height%/%date
+    parts%, and must stay inside the output folder."""
+    base = output_directory(kind)
+    folder_paths = _comfy_module("folder_paths")
+    if folder_paths is not None:
+        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, str(base), width, height)
+        return Path(folder), stem, counter, subfolder
+    prefix = _expand_prefix(filename_prefix, width, height)
+    subfolder = os.path.dirname(os.path.normpath(prefix))
+    stem = os.path.basename(os.path.normpath(prefix))
+    folder = (base / subfolder).resolve()
+    if os.path.commonpath([base.resolve(), folder]) != str(base.resolve()) or not stem or stem in (".", ".."):
+        raise ValueError(
+            f"VideoCombine: filename_prefix {filename_prefix!r} points outside the output folder {base}; "
+            "use a relative name such as 'EMO/portrait'"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = 1
+    for existing in folder.iterdir():
+        name = existing.name
+        if name.startswith(stem + "_"):
+            digits = name[len(stem) + 1:].split("_")[0].split(".")[0]
+            if digits.isdigit():
+                counter = max(counter, int(digits) + 1)
+    return folder, stem, counter, subfolder
+
+
+def _expand_prefix(prefix: str, width: int, height: int) -> str:
+    now = time.localtime()
+    for key, value in (("%width%", str(width)), ("%height%", str(height)), ("%year%", str(now.tm_year)),
+                       ("%month%", f"{now.tm_mon:02}"), ("%day%", f"{now.tm_mday:02}"),
+                       ("%hour%", f"{now.tm_hour:02}"), ("%minute%", f"{now.tm_min:02}"),
+                       ("%second%", f"{now.tm_sec:02}")):
+        prefix = prefix.replace(key, value)
+    return prefix
+
+
+def metadata_disabled() -> bool:
+    """ComfyUI's --disable-metadata flag (no workflow in saved files)."""
+    cli_args = _comfy_module("comfy.cli_args")
+    return bool(getattr(getattr(cli_args, "args", None), "disable_metadata", False))
+
+
+def video_from_file(path: str | os.PathLike) -> Any | None:
+    """ComfyUI's core VIDEO object for a file (for SaveVideo, GetVideoComponents...), or None
+    when the running ComfyUI has no VIDEO type (older than 0.3.30) or outside ComfyUI."""
+    for module_name in ("comfy_api.latest._input_impl", "comfy_api.input_impl"):
+        module = _comfy_module(module_name)
+        video_class = getattr(module, "VideoFromFile", None)
+        if video_class is not None:
+            return video_class(str(path))
+    return None
+
+
+# ---- messages to the browser -----------------------------------------------------------------
+def send_ui_message(event: str, data: dict) -> None:
+    """Send `data` to the browser that queued the prompt (web/emo.js listens); no-op outside."""
+    server = _comfy_module("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return
+    try:
+        instance.send_sync(event, data, getattr(instance, "client_id", None))
+    except Exception as error:  # a UI message must never fail a generation
+        logger.debug("send_ui_message %s failed: %s", event, error)
