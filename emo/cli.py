@@ -136,10 +136,19 @@ def cmd_info(args) -> None:
     print("  defaults: " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()))
 
 
+# Modules that add more commands: each has `add_commands(subparsers)`, whose parsers set
+# `run=function(args)`. Keeping them apart keeps this file small as commands grow.
+COMMAND_MODULES: tuple[str, ...] = ("emo.weights.commands",)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     parser = argparse.ArgumentParser(prog="python -m emo", description="EMO: Emote Portrait Alive")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(commands)
 
     gen = commands.add_parser("generate", help="portrait + voice -> talking video")
     gen.add_argument("--image", required=True, help="portrait image (any format PIL reads)")

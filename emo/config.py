@@ -145,6 +145,38 @@ class FaceLocatorConfig:
 
 
 @dataclass
+class HalloConfig:
+    """Switches that make the model run Hallo's released weights (fudan-generative-vision/hallo,
+    MIT; converted with `python -m emo convert --from hallo`).
+
+    Hallo is EMO-like but differs in four places, each reproduced here:
+    - the spatial cross-attention (`attn2`) attends to a projected face-recognition embedding
+      (`face_projection`), and the audio goes through separate `audio_modules` after every
+      spatial transformer: three cross-attention branches masked by the full/face/lip regions
+      and weighted by (pose, face, lip) scales;
+    - the motion frames given to a temporal module are the ReferenceNet's `attn1` inputs at the
+      transformer just before it (not the block output EMO uses);
+    - its reference features are rounded to fp16 before use, and its reader spreads the
+      reference items over the frames by tiling (see AttentionCall.tile_reference_items);
+    - its inference script leaves the UNet in training mode, which changes the data path
+      (`inference_path="train"`, the default: plain levels skip their temporal modules; "eval"
+      is the other path, kept for comparison).
+    """
+
+    face_embedding_dim: int = 512  # insightface (buffalo_l) recognition embedding
+    face_tokens: int = 4
+    audio_attention_dim: int = 768  # width of the audio tokens
+    reference_bank_fp16: bool = True
+    inference_path: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.inference_path not in ("train", "eval"):
+            raise ValueError(
+                f"HalloConfig: inference_path must be 'train' or 'eval', got {self.inference_path!r}."
+            )
+
+
+@dataclass
 class InferenceDefaults:
     """What the model was trained for; the pipeline uses these unless told otherwise
     (paper §4: 512x512, clips of f=12 frames, n=4 motion frames, DDIM 40 steps)."""
@@ -156,6 +188,19 @@ class InferenceDefaults:
     steps: int = 40
     guidance_scale: float = 3.5
     speed: float = 0.5
+    # Motion frames of the first clip: "zeros" (EMO) or copies of the reference ("reference",
+    # what Hallo's inference does).
+    first_motion_frames: str = "zeros"
+    # Weights of Hallo's (pose, face, lip) audio branches; unused by EMO models.
+    region_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        self.region_scales = tuple(float(x) for x in self.region_scales)
+        if self.first_motion_frames not in ("zeros", "reference"):
+            raise ValueError(
+                "InferenceDefaults: first_motion_frames must be 'zeros' or 'reference', "
+                f"got {self.first_motion_frames!r}."
+            )
 
 
 def _sd15_scheduler() -> dict[str, Any]:
@@ -224,6 +269,7 @@ class EMOConfig:
     vae: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=_sd15_scheduler)
     defaults: InferenceDefaults = field(default_factory=InferenceDefaults)
+    hallo: HalloConfig | None = None  # set for models converted from Hallo
     name: str = "emo"
 
     # ----- presets -----------------------------------------------------------------------
@@ -286,6 +332,7 @@ class EMOConfig:
             "speed": SpeedConfig,
             "face_locator": FaceLocatorConfig,
             "defaults": InferenceDefaults,
+            "hallo": HalloConfig,
         }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
@@ -296,7 +343,7 @@ class EMOConfig:
             )
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in sections:
+            if key in sections and value is not None:
                 sub = sections[key]
                 sub_known = {f.name for f in dataclasses.fields(sub)}
                 bad = set(value) - sub_known
@@ -310,6 +357,11 @@ class EMOConfig:
     @classmethod
     def from_json(cls, text: str) -> "EMOConfig":
         return cls.from_dict(json.loads(text))
+
+    @property
+    def audio_token_dim(self) -> int:
+        """Width of the audio tokens: the cross-attention width (EMO) or Hallo's audio width."""
+        return self.hallo.audio_attention_dim if self.hallo else self.unet.cross_attention_dim
 
     @property
     def latent_scale(self) -> int:

@@ -13,9 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import FaceLocatorConfig
+from .initialization import apply_zero_init
 
 
 class FaceLocator(nn.Module):
+    ZERO_INIT = ("conv_out",)
+
     def __init__(self, cfg: FaceLocatorConfig, out_channels: int):
         super().__init__()
         widths = cfg.block_out_channels
@@ -26,8 +29,7 @@ class FaceLocator(nn.Module):
             blocks.append(nn.Conv2d(widths[i], widths[i + 1], kernel_size=3, padding=1, stride=2))
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = nn.Conv2d(widths[-1], out_channels, kernel_size=3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        apply_zero_init(self)
         self.conditioning_channels = cfg.conditioning_channels
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,15 @@ class AttentionCall:
     # read: (batch_size,) bool, which rows use the reference (False = the unconditional branch
     # of classifier-free guidance). None means every row.
     reference_rows: torch.Tensor | None = None
-    recorded: dict[str, torch.Tensor] = field(default_factory=dict)  # write: output
+    # read: how reference items are spread over the (b f) rows. False: row b*F+i uses item b.
+    # True: item (b*F+i) % B, which is what Hallo's reader does (it tiles `bank[:, 0]` over the
+    # frames), so with guidance every other conditional frame sees the reference computed
+    # with the unconditional face context.
+    tile_reference_items: bool = False
+    recorded: dict[str, torch.Tensor] = field(default_factory=dict)  # write: reference tokens
+    # write: also keep every image's tokens (B, 1+n, L, C) in `recorded_all` (Hallo's motion frames)
+    record_all_images: bool = False
+    recorded_all: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _attend(attn, query_input: torch.Tensor, kv_input: torch.Tensor) -> torch.Tensor:
@@ -86,13 +94,18 @@ class ReferenceAttentionProcessor:
         if emo.mode == "write":
             per_item = hidden_states.unflatten(0, (emo.batch_size, emo.images_per_item))
             emo.recorded[self.name] = per_item[:, 0]  # the reference image's tokens
+            if emo.record_all_images:
+                emo.recorded_all[self.name] = per_item
             return _attend(attn, hidden_states, hidden_states)
         ref = emo.reference.attention.get(self.name) if emo.reference is not None else None
         if ref is None:
             return _attend(attn, hidden_states, hidden_states)
         frames = hidden_states.shape[0] // emo.batch_size
         ref = ref.to(hidden_states.dtype).expand(emo.batch_size, -1, -1)
-        ref = ref.repeat_interleave(frames, dim=0)  # (B*F, L, C), row order (b f)
+        if emo.tile_reference_items:
+            ref = ref.repeat(frames, 1, 1)  # (B*F, L, C), items tiled: b0, b1, b0, b1, ...
+        else:
+            ref = ref.repeat_interleave(frames, dim=0)  # (B*F, L, C), row order (b f)
         if emo.reference_rows is None:
             return _attend(attn, hidden_states, torch.cat([hidden_states, ref], dim=1))
         rows = emo.reference_rows.to(hidden_states.device).repeat_interleave(frames)

@@ -31,6 +31,7 @@ def neighbour_window(x: torch.Tensor, radius: int) -> torch.Tensor:
 class SpeedEncoder(nn.Module):
     def __init__(self, cfg: SpeedConfig):
         super().__init__()
+        self._buckets = (cfg.bucket_centers, cfg.bucket_radii)
         self.register_buffer("bucket_centers", torch.tensor(cfg.bucket_centers, dtype=torch.float32))
         self.register_buffer("bucket_radii", torch.tensor(cfg.bucket_radii, dtype=torch.float32))
         self.window_radius = cfg.window_radius
@@ -38,6 +39,12 @@ class SpeedEncoder(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(in_features, cfg.hidden_dim), nn.SiLU(), nn.Linear(cfg.hidden_dim, cfg.embed_dim)
         )
+
+    def reset_buffers(self) -> None:
+        centers, radii = self._buckets
+        device = self.bucket_centers.device
+        self.bucket_centers = torch.tensor(centers, dtype=torch.float32, device=device)
+        self.bucket_radii = torch.tensor(radii, dtype=torch.float32, device=device)
 
     def forward(self, speed: torch.Tensor) -> torch.Tensor:
         """speed: (B, F) rotation speed per frame -> (B, F, embed_dim)."""

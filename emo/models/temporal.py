@@ -21,6 +21,7 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from ..config import TemporalConfig
+from .initialization import apply_zero_init
 
 SPEED_KEY_MARKER = ".speed_"  # every speed-layer parameter name contains this
 
@@ -39,6 +40,9 @@ class PositionalEncoding(nn.Module):
     def __init__(self, channels: int, max_len: int):
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(max_len, channels), persistent=True)
+
+    def reset_buffers(self) -> None:
+        self.pe = sinusoidal_table(self.pe.shape[1], self.pe.shape[2]).to(self.pe.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, T, C)
         length = x.shape[1]
@@ -73,6 +77,8 @@ class TemporalSelfAttention(nn.Module):
 
 
 class TemporalTransformerBlock(nn.Module):
+    ZERO_INIT = ("speed_attention.to_out.0",)  # a new speed layer starts as a no-op
+
     def __init__(self, channels: int, cfg: TemporalConfig, speed_dim: int | None):
         super().__init__()
         heads = cfg.num_attention_heads
@@ -88,8 +94,7 @@ class TemporalTransformerBlock(nn.Module):
                 query_dim=channels, cross_attention_dim=speed_dim, heads=heads,
                 dim_head=channels // heads, bias=False, out_bias=True,
             )
-            nn.init.zeros_(self.speed_attention.to_out[0].weight)
-            nn.init.zeros_(self.speed_attention.to_out[0].bias)
+            apply_zero_init(self)
         else:
             self.speed_norm = None
             self.speed_attention = None
@@ -132,12 +137,13 @@ class TemporalTransformer(nn.Module):
 class MotionModule(nn.Module):
     """One temporal module; runs on spatial features of (B F) frames."""
 
+    # AnimateDiff zero-initialises the output so a fresh module is the identity.
+    ZERO_INIT = ("temporal_transformer.proj_out",)
+
     def __init__(self, channels: int, cfg: TemporalConfig, speed_dim: int | None):
         super().__init__()
         self.temporal_transformer = TemporalTransformer(channels, cfg, speed_dim)
-        # AnimateDiff zero-initialises the output so a fresh module is the identity.
-        nn.init.zeros_(self.temporal_transformer.proj_out.weight)
-        nn.init.zeros_(self.temporal_transformer.proj_out.bias)
+        apply_zero_init(self)
 
     def forward(
         self,

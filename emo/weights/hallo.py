@@ -1,0 +1,218 @@
+"""Hallo (fudan-generative-vision/hallo, MIT) -> EMO checkpoint.
+
+Hallo's `net.pth` holds five networks; each maps onto a part of `EMOModel` by prefix:
+
+    reference_unet.*  -> reference_net.*      (SD1.5 UNet keys; Hallo drops the unused output
+                                               layers, which are filled with their initial values)
+    denoising_unet.*  -> backbone.*           (SD1.5 keys + AnimateDiff motion modules + Hallo's
+                                               regional audio_modules, same names)
+    face_locator.*    -> face_locator.*
+    imageproj.*       -> face_projection.*
+    audioproj.*       -> audio_projection.*   (proj1..3 + norm, same names)
+
+What Hallo does not have (EMO's speed layers and speed encoder) keeps its initial values, which
+are no-ops (zero-initialised outputs). The VAE and wav2vec2 come from their own files.
+The architecture numbers come from Hallo's `configs/inference/default.yaml` and
+`scripts/inference.py` (`hallo_sd15_config`), or from a config dict for other sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+
+from ..config import (
+    AudioConfig,
+    EMOConfig,
+    FaceLocatorConfig,
+    HalloConfig,
+    InferenceDefaults,
+    TemporalConfig,
+    UNetConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+PREFIXES = {
+    "reference_unet.": "reference_net.",
+    "denoising_unet.": "backbone.",
+    "face_locator.": "face_locator.",
+    "imageproj.": "face_projection.",
+    "audioproj.": "audio_projection.",
+}
+
+# Hallo's scheduler (configs/inference/default.yaml: zero-SNR v-prediction, trailing spacing).
+HALLO_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+}
+
+# What scripts/inference.py runs with: 512x512, 16-frame clips, 2 motion frames (the first clip's
+# are copies of the reference), 40 DDIM steps, guidance 3.5, 25 fps, pose/face/lip weights 1.
+HALLO_DEFAULTS = dict(size=512, fps=25.0, frames_per_clip=16, motion_frames=2, steps=40,
+                      guidance_scale=3.5, speed=0.5, first_motion_frames="reference",
+                      region_scales=(1.0, 1.0, 1.0))
+
+
+def hallo_config(unet: Mapping, unet_additional_kwargs: Mapping, *, face_locator: Mapping,
+                 imageproj: Mapping, audioproj: Mapping, wav2vec2: Mapping, vae: Mapping,
+                 scheduler: Mapping | None = None, name: str = "hallo") -> EMOConfig:
+    """An EMOConfig for a Hallo model described by its constructor arguments.
+
+    unet: the diffusers UNet config (`attention_head_dim` = heads, as in SD1.5);
+    unet_additional_kwargs: Hallo's (motion_module_kwargs, audio_attention_dim, ...);
+    face_locator / imageproj / audioproj: the kwargs of Hallo's FaceLocator, ImageProjModel and
+    AudioProjModel.
+    """
+    extra = unet_additional_kwargs
+    motion = extra.get("motion_module_kwargs", {})
+    if not extra.get("use_motion_module", True) or not extra.get("use_audio_module", True):
+        raise ValueError("Hallo conversion: only models with motion and audio modules are supported.")
+    if motion.get("attention_block_types", ["Temporal_Self", "Temporal_Self"]) != ["Temporal_Self", "Temporal_Self"]:
+        raise ValueError(f"Hallo conversion: unsupported motion attention blocks {motion['attention_block_types']}.")
+    if unet.get("use_linear_projection"):
+        raise ValueError("Hallo conversion: use_linear_projection=True is not supported (Hallo's config has False).")
+    levels = tuple("CrossAttn" in t for t in unet["down_block_types"])
+    if audioproj["output_dim"] != extra["audio_attention_dim"]:
+        raise ValueError("Hallo conversion: audioproj output_dim must equal audio_attention_dim.")
+    geometry = (wav2vec2["num_hidden_layers"], wav2vec2["hidden_size"])
+    if geometry != (audioproj["blocks"], audioproj["channels"]):
+        raise ValueError(
+            f"Hallo conversion: the audio projection reads {audioproj['blocks']} layers x "
+            f"{audioproj['channels']} channels of wav2vec2 features but the wav2vec2 config gives "
+            f"{geometry[0]} x {geometry[1]}; use the wav2vec2 model Hallo was trained with."
+        )
+    return EMOConfig(
+        unet=UNetConfig(
+            in_channels=unet.get("in_channels", 4), out_channels=unet.get("out_channels", 4),
+            block_out_channels=tuple(unet["block_out_channels"]), attention_levels=levels,
+            layers_per_block=unet["layers_per_block"], num_attention_heads=unet["attention_head_dim"],
+            cross_attention_dim=unet["cross_attention_dim"], norm_num_groups=unet["norm_num_groups"],
+            norm_eps=unet.get("norm_eps", 1e-5), flip_sin_to_cos=unet.get("flip_sin_to_cos", True),
+            freq_shift=unet.get("freq_shift", 0),
+        ),
+        # Hallo's motion modules use GroupNorm with 32 groups whatever the UNet uses.
+        temporal=TemporalConfig(num_attention_heads=motion.get("num_attention_heads", 8),
+                                num_transformer_blocks=motion.get("num_transformer_block", 1),
+                                max_frames=motion.get("temporal_position_encoding_max_len", 32),
+                                norm_num_groups=32),
+        audio=AudioConfig(wav2vec2=dict(wav2vec2), window_radius=(audioproj["seq_len"] - 1) // 2,
+                          num_tokens=audioproj["context_tokens"],
+                          intermediate_dim=audioproj["intermediate_dim"]),
+        face_locator=FaceLocatorConfig(conditioning_channels=face_locator.get("conditioning_channels", 3),
+                                       block_out_channels=tuple(face_locator.get("block_out_channels",
+                                                                                 (16, 32, 64, 128)))),
+        vae=dict(vae),
+        scheduler=dict(scheduler or HALLO_SCHEDULER),
+        defaults=InferenceDefaults(**HALLO_DEFAULTS),
+        hallo=HalloConfig(face_embedding_dim=imageproj["clip_embeddings_dim"],
+                          face_tokens=imageproj["clip_extra_context_tokens"],
+                          audio_attention_dim=extra["audio_attention_dim"]),
+        name=name,
+    )
+
+
+def hallo_sd15_config() -> EMOConfig:
+    """The configuration of Hallo's released `net.pth` (SD1.5, wav2vec2-base, 768-wide audio)."""
+    base = EMOConfig.preset("sd15")
+    unet = {
+        "block_out_channels": [320, 640, 1280, 1280],
+        "down_block_types": ["CrossAttnDownBlock3D"] * 3 + ["DownBlock3D"],
+        "layers_per_block": 2, "attention_head_dim": 8, "cross_attention_dim": 768,
+        "norm_num_groups": 32,
+    }
+    extra = {"use_motion_module": True, "use_audio_module": True, "audio_attention_dim": 768,
+             "motion_module_kwargs": {"num_attention_heads": 8, "num_transformer_block": 1,
+                                      "temporal_position_encoding_max_len": 32}}
+    return hallo_config(
+        unet, extra,
+        face_locator={"conditioning_channels": 3, "block_out_channels": (16, 32, 64, 128)},
+        imageproj={"clip_embeddings_dim": 512, "clip_extra_context_tokens": 4},
+        audioproj={"seq_len": 5, "blocks": 12, "channels": 768, "intermediate_dim": 512,
+                   "output_dim": 768, "context_tokens": 32},
+        wav2vec2=base.audio.wav2vec2, vae=base.vae, name="hallo-sd15",
+    )
+
+
+def convert_hallo_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename Hallo's `net.pth` keys to EMOModel keys. Keys outside Hallo's five networks are an
+    error (a wrong file); what EMO has beyond Hallo is left for the caller to fill."""
+    converted, unknown = {}, []
+    for key, tensor in state.items():
+        for source, target in PREFIXES.items():
+            if key.startswith(source):
+                converted[target + key[len(source):]] = tensor
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        shown = ", ".join(sorted(unknown)[:8])
+        raise ValueError(
+            f"Hallo conversion: {len(unknown)} keys belong to none of Hallo's networks "
+            f"(reference_unet, denoising_unet, face_locator, imageproj, audioproj), e.g. {shown}; "
+            "give the `net.pth` from Hallo's pretrained_models/hallo folder."
+        )
+    return converted
+
+
+# Parts of EMOModel that a Hallo file never has. Anything else missing is an error.
+NOT_IN_HALLO = ("reference_net.conv_norm_out.", "reference_net.conv_out.", "speed_encoder.", "vae.",
+                "audio_encoder.")
+
+
+def is_extra_to_hallo(key: str) -> bool:
+    return key.startswith(NOT_IN_HALLO) or ".speed_" in key
+
+
+def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *,
+                      vae_state: Mapping[str, torch.Tensor] | None = None,
+                      audio_encoder_state: Mapping[str, torch.Tensor] | None = None):
+    """An EMOModel holding Hallo's weights, loaded strictly.
+
+    state: Hallo's `net.pth` state dict; vae_state / audio_encoder_state: diffusers
+    AutoencoderKL and transformers Wav2Vec2Model state dicts (freshly initialised when None,
+    which only tests and shape checks should do). Everything else EMO has beyond Hallo keeps
+    its constructor values (`emo.models.initialization.fresh_state`).
+    """
+    from diffusers import AutoencoderKL
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from ..models import EMOModel
+    from ..models.initialization import fresh_state
+
+    converted = convert_hallo_state(state)
+    with torch.device("meta"):
+        model = EMOModel(config)
+    expected = model.state_dict()
+    for prefix, part_state, build in (("vae.", vae_state, lambda: AutoencoderKL(**config.vae)),
+                                      ("audio_encoder.", audio_encoder_state,
+                                       lambda: Wav2Vec2Model(Wav2Vec2Config(**config.audio.wav2vec2)))):
+        if part_state is None:
+            logger.warning("Hallo conversion: no %s weights given; using a random initialisation", prefix[:-1])
+            with torch.device("cpu"):
+                part_state = build().state_dict()
+        converted.update({prefix + k: v for k, v in part_state.items()})
+    missing = [k for k in expected if k not in converted]
+    not_fillable = [k for k in missing if not is_extra_to_hallo(k)]
+    unexpected = [k for k in converted if k not in expected]
+    wrong = [f"{k} {tuple(converted[k].shape)} != {tuple(expected[k].shape)}"
+             for k in expected if k in converted and converted[k].shape != expected[k].shape]
+    if not_fillable or unexpected or wrong:
+        def show(items):
+            return ", ".join(sorted(items)[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+        problems = [f"{label}: {show(items)}" for label, items in
+                    (("missing", not_fillable), ("unexpected", unexpected), ("shape mismatches", wrong)) if items]
+        raise ValueError(f"Hallo conversion: the weights do not fit the configured model ({'; '.join(problems)}); "
+                         "check that the config matches the file (full-size net.pth -> hallo_sd15_config()).")
+    converted.update(fresh_state(model, missing))
+    model.load_state_dict(converted, strict=True, assign=True)
+    return model.eval()

@@ -1,0 +1,188 @@
+"""Hallo -> EMO: every full-size key maps, and each parity fixture's one denoising step is
+reproduced from the numbers Hallo's own code computed (shared/fixtures/hallo_parity)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from emo.audio import window
+from emo.config import EMOConfig
+from emo.models import EMOModel
+from emo.schedulers import make_scheduler
+from emo.weights.hallo import (
+    build_hallo_model,
+    convert_hallo_state,
+    hallo_config,
+    hallo_sd15_config,
+    is_extra_to_hallo,
+)
+from tests.helpers import SHARED
+
+FIXTURES = Path(os.environ.get("EMO_HALLO_FIXTURES", SHARED / "fixtures" / "hallo_parity"))
+FIXTURE_FILES = sorted(FIXTURES.glob("*.safetensors"))
+
+
+def test_full_size_hallo_keys_all_map():
+    manifest_path = SHARED / "fixtures" / "weight_keys" / "hallo_keys.json"
+    if not manifest_path.is_file():
+        pytest.skip(f"{manifest_path} not found")
+    manifest = json.loads(manifest_path.read_text())
+    flat = {f"{part}.{key}": shape for part, keys in manifest.items() for key, shape in keys.items()}
+    converted = convert_hallo_state({k: torch.empty(0) for k in flat})
+    shapes = {target: flat[source] for target, source in zip(converted, flat)}
+    with torch.device("meta"):
+        model = EMOModel(hallo_sd15_config())
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert sorted(set(shapes) - set(expected)) == []  # nothing left over
+    assert sorted(k for k in expected if k not in shapes and not is_extra_to_hallo(k)) == []
+    assert {k: v for k, v in shapes.items()} == {k: expected[k] for k in shapes}
+    # What EMO adds on top of Hallo is only what Hallo cannot have.
+    extra = [k for k in expected if k not in shapes]
+    assert {k.split(".")[0] for k in extra} == {"reference_net", "backbone", "speed_encoder", "vae", "audio_encoder"}
+
+
+def test_unknown_keys_are_rejected():
+    with pytest.raises(ValueError, match="belong to none of Hallo's networks"):
+        convert_hallo_state({"model.diffusion_model.conv_in.weight": torch.zeros(1)})
+
+
+# ---- numeric parity -----------------------------------------------------------------------
+
+def _fixture_ids():
+    return [p.stem for p in FIXTURE_FILES] or ["none"]
+
+
+@pytest.fixture(scope="module", params=FIXTURE_FILES or [None], ids=_fixture_ids())
+def fixture(request):
+    if request.param is None:
+        pytest.skip(f"no Hallo parity fixtures in {FIXTURES}")
+    return load_fixture(request.param)
+
+
+def load_fixture(path: Path) -> dict:
+    meta = json.loads(path.with_suffix(".json").read_text())
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    weights = {k: v for k, v in tensors.items() if not k.startswith(("input.", "inter.", "output."))}
+    tiny = EMOConfig.preset("tiny")
+    modules = meta["modules"]
+    audioproj = modules["audioproj"]["kwargs"]
+    # The fixtures carry no wav2vec2; a tiny one of the geometry the audio projection reads.
+    wav2vec2 = {**tiny.audio.wav2vec2, "num_hidden_layers": audioproj["blocks"],
+                "hidden_size": audioproj["channels"], "num_attention_heads": 2,
+                "intermediate_size": 2 * audioproj["channels"]}
+    config = hallo_config(
+        modules["denoising_unet"]["from_config"], modules["denoising_unet"]["unet_additional_kwargs"],
+        face_locator=modules["face_locator"]["kwargs"], imageproj=modules["imageproj"]["kwargs"],
+        audioproj=audioproj, wav2vec2=wav2vec2, vae=tiny.vae,
+        scheduler=meta["scheduler"]["kwargs"], name=path.stem,
+    )
+    torch.manual_seed(0)
+    model = build_hallo_model(weights, config)
+    return {"meta": meta, "t": tensors, "model": model, "config": config, "weights": weights}
+
+
+def _one_step(model, t, meta, cfg: bool = True):
+    """Replays the fixture's call sequence with our modules (see its README, section 3)."""
+    run = meta["run"]
+    f, m = run["video_length"], run["n_motion_frames"]
+    with torch.no_grad():
+        windows = window(t["input.audio_emb_raw"], range(run["clip_index"] * f, (run["clip_index"] + 1) * f),
+                         model.config.audio.window_radius)
+        audio_tokens = model.audio_projection(windows[None])
+        face_cond = model.face_projection(t["input.face_emb"])
+        face_uncond = model.face_projection(torch.zeros_like(t["input.face_emb"]))
+        face_out = model.face_locator(t["input.face_region"][None])  # (1, C0, h, w)
+        masks = {k: [t[f"input.{k}_mask_L{l}"] for l in range(4)] for k in ("full", "face", "lip")}
+        ref = t["input.ref_latents"][None]  # (1, 1+M, 4, h, w)
+        timestep = t["input.timestep"]
+        if cfg:
+            # Hallo's write pass sees [ref, m0, m1] twice with the contexts [u, c, u, c, u, c].
+            context = torch.cat([face_uncond, face_cond]).repeat(1 + m, 1, 1)
+            reference = model.reference_net(ref.repeat(2, 1, 1, 1, 1), context=context)
+            noise = model.backbone(
+                torch.cat([t["input.latents"]] * 2), timestep,
+                torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),
+                reference=reference, reference_rows=torch.tensor([False, True]),
+                face_features=torch.cat([torch.zeros_like(face_out), face_out]),
+                context=torch.cat([face_uncond, face_cond]), region_masks=masks,
+                region_scales=t["input.motion_scale"].tolist(),
+            )
+        else:
+            reference = model.reference_net(ref, context=face_cond.repeat(1 + m, 1, 1))
+            noise = model.backbone(t["input.latents"], timestep, audio_tokens, reference=reference,
+                                   face_features=face_out, context=face_cond, region_masks=masks,
+                                   region_scales=t["input.motion_scale"].tolist())
+    return {"noise": noise, "audio_tokens": audio_tokens, "face_cond": face_cond,
+            "face_uncond": face_uncond, "face_out": face_out}
+
+
+def _close(actual, expected, atol, rtol=1e-5):
+    assert actual.shape == expected.shape
+    diff = (actual - expected).abs().max().item()
+    assert torch.allclose(actual, expected, atol=atol, rtol=rtol), f"max abs diff {diff:.3g}"
+
+
+def test_small_modules_match(fixture):
+    t, out = fixture["t"], _one_step(fixture["model"], fixture["t"], fixture["meta"])
+    _close(out["audio_tokens"], t["inter.audio_tokens"], 5e-6, 1e-6)
+    _close(out["face_cond"], t["inter.face_tokens_cond"], 5e-6, 1e-6)
+    _close(out["face_uncond"], t["inter.face_tokens_uncond"], 5e-6, 1e-6)
+    _close(out["face_out"], t["inter.face_locator_out"][:, :, 0], 5e-6, 1e-6)
+
+
+def test_noise_prediction_matches_hallo(fixture):
+    t = fixture["t"]
+    noise = _one_step(fixture["model"], t, fixture["meta"])["noise"]
+    _close(noise, t["output.noise_pred"], 1e-4, 1e-4)
+    # Guidance and the DDIM update with Hallo's scheduler settings.
+    meta = fixture["meta"]
+    uncond, cond = noise.chunk(2)
+    guided = uncond + float(t["input.guidance_scale"]) * (cond - uncond)
+    _close(guided, t["output.noise_pred_guided"], 3e-4, 1e-4)
+    scheduler = make_scheduler("ddim", fixture["config"].scheduler)
+    scheduler.set_timesteps(meta["scheduler"]["num_inference_steps"])
+    assert torch.equal(scheduler.timesteps, t["inter.timesteps_all"])
+    latents = scheduler.step(guided, t["input.timestep"], t["input.latents"], eta=0.0).prev_sample
+    _close(latents, t["output.latents_next"], 1e-5, 1e-5)
+
+
+def _variant_model(fixture, **hallo_changes):
+    config = dataclasses.replace(fixture["config"],
+                                 hallo=dataclasses.replace(fixture["config"].hallo, **hallo_changes))
+    return build_hallo_model(fixture["weights"], config)
+
+
+def test_fp32_bank_variant(fixture):
+    model = _variant_model(fixture, reference_bank_fp16=False)
+    noise = _one_step(model, fixture["t"], fixture["meta"])["noise"]
+    _close(noise, fixture["t"]["output.variant.bank_fp32.noise_pred"], 2e-5)
+
+
+def test_eval_mode_variant(fixture):
+    model = _variant_model(fixture, inference_path="eval")
+    noise = _one_step(model, fixture["t"], fixture["meta"])["noise"]
+    _close(noise, fixture["t"]["output.variant.evalmode.noise_pred"], 2e-5)
+
+
+def test_no_guidance_variant(fixture):
+    noise = _one_step(fixture["model"], fixture["t"], fixture["meta"], cfg=False)["noise"]
+    _close(noise, fixture["t"]["output.variant.nocfg.noise_pred"], 1e-4, 1e-4)
+
+
+def test_parity_is_sensitive_to_the_audio_path(fixture):
+    """Guard against a test that cannot fail: zeroing Hallo's audio modules must break parity."""
+    model = build_hallo_model(fixture["weights"], fixture["config"])
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if ".audio_modules." in name and "zero_conv" in name:
+                param.zero_()
+    noise = _one_step(model, fixture["t"], fixture["meta"])["noise"]
+    assert not torch.allclose(noise, fixture["t"]["output.noise_pred"], atol=1e-3)
