@@ -31,9 +31,10 @@ import torch.nn.functional as F
 
 from . import audio as audio_lib
 from . import face as face_lib
+from . import regions as regions_lib
 from .checkpoints import load_checkpoint, parse_dtype
 from .config import InferenceDefaults
-from .models import EMOModel, ReferenceFeatures
+from .models import EMOModel
 from .schedulers import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,12 @@ class GenerationSettings:
     scheduler: str = "ddim"
     eta: float = 0.0  # DDIM's eta (0 = deterministic DDIM)
     decode_chunk_size: int = 8  # frames per VAE decode call
+    region_scales: tuple[float, float, float] | None = None  # Hallo models: (pose, face, lip) weights
 
     def resolve(self, defaults: InferenceDefaults) -> "GenerationSettings":
         values = {name: getattr(defaults, name) for name in
-                  ("size", "fps", "frames_per_clip", "motion_frames", "steps", "guidance_scale")
+                  ("size", "fps", "frames_per_clip", "motion_frames", "steps", "guidance_scale",
+                   "region_scales")
                   if getattr(self, name) is None}
         resolved = replace(self, **values)
         checks = [
@@ -229,9 +232,14 @@ class EMOPipeline:
         settings: GenerationSettings | None = None,
         callback: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        face_embedding: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the decoded frames of each clip, (n, H, W, 3) float 0..1 on the CPU; the clips
-        together have exactly `audio.num_frames` frames."""
+        together have exactly `audio.num_frames` frames.
+
+        reference_image: (H, W, 3) square, 0..1; face_mask: (H, W) or None to detect the face;
+        speed: float, SpeedCurve or one value per frame; face_embedding: (E,) face-recognition
+        embedding, used by Hallo models only (zeros when not given)."""
         model = self.model
         s = (settings or GenerationSettings()).resolve(model.config.defaults)
         if abs(s.fps - audio.fps) > 1e-6:
@@ -258,22 +266,31 @@ class EMOPipeline:
         scheduler = make_scheduler(s.scheduler, model.config.scheduler)
         use_cfg = s.guidance_scale > 1.0
         rows = torch.tensor([False, True], device=device) if use_cfg else None
+        extra, reference_context, reference_items = {}, None, 1
+        if model.config.hallo is not None:
+            extra, reference_context, reference_items, face_features = self._hallo_conditioning(
+                mask, face_embedding, face_features, (h, w), n, use_cfg, s)
 
-        motion_latents = torch.zeros(1, n, 4, h, w, device=device, dtype=dtype)  # first clip: zeros
+        if model.config.defaults.first_motion_frames == "reference":  # Hallo: copies of the reference
+            motion_latents = ref_latent[:, None].repeat(1, n, 1, 1, 1)
+        else:  # EMO: zeros
+            motion_latents = torch.zeros(1, n, 4, h, w, device=device, dtype=dtype)
         motion_speeds = speeds[:1].repeat(n)
         for clip in range(clips):
             start = clip * f
             frame_ids = torch.arange(start, start + f).clamp(max=total - 1)  # last clip: pad by repeat
-            reference = model.reference_net(torch.cat([ref_latent[:, None], motion_latents], dim=1))
+            images = torch.cat([ref_latent[:, None], motion_latents], dim=1)
+            reference = model.reference_net(images.repeat(reference_items, 1, 1, 1, 1), context=reference_context)
             windows = audio_lib.window(audio.features, frame_ids, model.config.audio.window_radius)
             tokens = model.audio_projection(windows[None].to(device, dtype))  # (1, f, K, D)
             clip_speeds = speeds[frame_ids]
             speed_embedding = model.speed_encoder(torch.cat([motion_speeds, clip_speeds])[None].to(device))
             if use_cfg:
                 tokens = torch.cat([torch.zeros_like(tokens), tokens])
-
-            latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), tokens, reference, rows,
-                                    speed_embedding, face_features, clip, clips, callback, should_cancel)
+            conditions = dict(reference=reference, reference_rows=rows, speed=speed_embedding,
+                              face_features=face_features, **extra)
+            latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), tokens, conditions,
+                                    clip, clips, callback, should_cancel)
             keep = min(f, total - start)
             yield self.decode(latents[:, :, :keep], s.decode_chunk_size)
             # The next clip's motion frames: the last n frames generated so far (f may be < n).
@@ -281,8 +298,35 @@ class EMOPipeline:
             motion_latents = _last(torch.cat([motion_latents, frames_first], dim=1), n, dim=1)
             motion_speeds = _last(torch.cat([motion_speeds, clip_speeds]), n, dim=0)
 
-    def _denoise(self, scheduler, s: GenerationSettings, generator, shape, tokens,
-                 reference: ReferenceFeatures, rows, speed_embedding, face_features,
+    def _hallo_conditioning(self, mask, face_embedding, face_features, latent_hw, n, use_cfg, s):
+        """Hallo's extra inputs: face tokens for the spatial cross-attention, region masks, and
+        the ReferenceNet batch exactly as Hallo builds it (see emo/weights/hallo.py)."""
+        model, device, dtype = self.model, self.device, self.dtype
+        hallo = model.config.hallo
+        if face_embedding is None:
+            logger.warning("EMOPipeline: no face embedding given for a Hallo model; using zeros, "
+                           "so identity comes from the reference image alone")
+            face_embedding = torch.zeros(hallo.face_embedding_dim)
+        face_embedding = torch.as_tensor(face_embedding, dtype=torch.float32).reshape(1, -1)
+        if face_embedding.shape[1] != hallo.face_embedding_dim:
+            raise ValueError(f"EMOPipeline: the face embedding has {face_embedding.shape[1]} values; "
+                             f"this Hallo model takes {hallo.face_embedding_dim} (insightface buffalo_l).")
+        cond = model.face_projection(face_embedding.to(device, dtype))
+        levels = len(model.config.unet.block_out_channels)
+        masks = regions_lib.per_level(regions_lib.region_masks(mask), latent_hw, levels)
+        masks = {k: [m.to(device, dtype) for m in v] for k, v in masks.items()}
+        if use_cfg:
+            uncond = model.face_projection(torch.zeros_like(face_embedding).to(device, dtype))
+            context = torch.cat([uncond, cond])
+            # Hallo's write pass: [ref, motion...] twice, contexts alternating u, c, u, c, ...
+            reference_context, reference_items = context.repeat(1 + n, 1, 1), 2
+            face_features = torch.cat([torch.zeros_like(face_features), face_features])
+        else:
+            context, reference_context, reference_items = cond, cond.repeat(1 + n, 1, 1), 1
+        extra = dict(context=context, region_masks=masks, region_scales=list(s.region_scales))
+        return extra, reference_context, reference_items, face_features
+
+    def _denoise(self, scheduler, s: GenerationSettings, generator, shape, tokens, conditions: dict,
                  clip: int, clips: int, callback, should_cancel) -> torch.Tensor:
         device, dtype = self.device, self.dtype
         scheduler.set_timesteps(s.steps, device=device)
@@ -297,13 +341,10 @@ class EMOPipeline:
         for i, t in enumerate(scheduler.timesteps):
             if should_cancel is not None and should_cancel():
                 raise GenerationCancelled(f"generation cancelled at clip {clip + 1}/{clips}, step {i + 1}/{s.steps}")
-            model_input = torch.cat([latents, latents]) if rows is not None else latents
+            model_input = torch.cat([latents, latents]) if conditions["reference_rows"] is not None else latents
             model_input = scheduler.scale_model_input(model_input, t)
-            prediction = self.model.backbone(
-                model_input.to(dtype), t, tokens, reference=reference, reference_rows=rows,
-                speed=speed_embedding, face_features=face_features,
-            ).float()
-            if rows is not None:
+            prediction = self.model.backbone(model_input.to(dtype), t, tokens, **conditions).float()
+            if conditions["reference_rows"] is not None:
                 uncond, cond = prediction.chunk(2)
                 prediction = uncond + s.guidance_scale * (cond - uncond)
             latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample

@@ -181,7 +181,8 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *,
     state: Hallo's `net.pth` state dict; vae_state / audio_encoder_state: diffusers
     AutoencoderKL and transformers Wav2Vec2Model state dicts (freshly initialised when None,
     which only tests and shape checks should do). Everything else EMO has beyond Hallo keeps
-    its constructor values (`emo.models.initialization.fresh_state`).
+    its constructor values (`emo.models.initialization.fresh_state`). The model takes the given
+    tensors as its parameters (no copy), so changing one changes the other.
     """
     from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2Model

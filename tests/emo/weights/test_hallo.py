@@ -179,10 +179,55 @@ def test_no_guidance_variant(fixture):
 
 def test_parity_is_sensitive_to_the_audio_path(fixture):
     """Guard against a test that cannot fail: zeroing Hallo's audio modules must break parity."""
-    model = build_hallo_model(fixture["weights"], fixture["config"])
+    weights = {k: v.clone() for k, v in fixture["weights"].items()}  # the model takes these tensors
+    model = build_hallo_model(weights, fixture["config"])
     with torch.no_grad():
         for name, param in model.backbone.named_parameters():
             if ".audio_modules." in name and "zero_conv" in name:
                 param.zero_()
     noise = _one_step(model, fixture["t"], fixture["meta"])["noise"]
     assert not torch.allclose(noise, fixture["t"]["output.noise_pred"], atol=1e-3)
+
+
+# ---- the converted model through the pipeline ------------------------------------------------
+
+def test_pipeline_runs_a_hallo_model(fixture):
+    from emo.audio import AudioFeatures
+    from emo.pipeline import EMOPipeline, GenerationSettings
+    from tests.helpers import box_mask, portrait
+
+    pipe = EMOPipeline(fixture["model"])
+    layers, width = fixture["model"].config.audio.num_layers, fixture["model"].config.audio.hidden_size
+    audio = AudioFeatures(torch.randn(6, layers, width, generator=torch.Generator().manual_seed(0)),
+                          fps=25.0, waveform=torch.zeros(1, 3840), sample_rate=16000)
+    settings = GenerationSettings(size=128, steps=1, frames_per_clip=4, motion_frames=2, seed=1)
+
+    def run(**kwargs):
+        kwargs.setdefault("face_embedding", torch.ones(fixture["config"].hallo.face_embedding_dim))
+        return pipe(portrait(128), audio, face_mask=box_mask(128), settings=kwargs.pop("settings", settings),
+                    **kwargs).frames
+
+    base = run()
+    assert base.shape == (6, 128, 128, 3)
+    assert torch.equal(base, run())
+    other_scales = GenerationSettings(**{**settings.__dict__, "region_scales": (1.0, 1.0, 3.0)})
+    assert (run(settings=other_scales) - base).abs().max() > 1e-6
+    assert (run(face_embedding=-torch.ones(fixture["config"].hallo.face_embedding_dim)) - base).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="face embedding has 3 values"):
+        run(face_embedding=torch.ones(3))
+
+
+def test_region_masks_partition_the_image():
+    from emo.regions import per_level, region_masks
+    from tests.helpers import box_mask
+
+    masks = region_masks(box_mask(128, 0.25, 0.75))
+    total = masks["full"] + masks["face"] + masks["lip"]
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-5)
+    # The mouth sits low in the face box (rows 32..96): Hallo's heavy blur keeps the peak soft.
+    assert masks["lip"][96, 64] > 0.05 and masks["lip"][96, 64] > 10 * masks["lip"][40, 64]
+    assert masks["full"][2, 2] > 0.99 and masks["full"][64, 64] < 0.1
+    levels = per_level(masks, (16, 16), 4)
+    assert [m.shape for m in levels["face"]] == [(1, 256), (1, 64), (1, 16), (1, 4)]
+    with pytest.raises(ValueError, match="empty"):
+        region_masks(torch.zeros(8, 8))
