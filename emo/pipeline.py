@@ -20,6 +20,7 @@ done, so a caller can stream them to a file; `__call__` collects them.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -34,7 +35,7 @@ from . import face as face_lib
 from . import regions as regions_lib
 from .checkpoints import load_checkpoint, parse_dtype
 from .config import InferenceDefaults
-from .models import EMOModel
+from .models import EMOModel, ReferenceFeatures
 from .schedulers import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class GenerationSettings:
     eta: float = 0.0  # DDIM's eta (0 = deterministic DDIM)
     decode_chunk_size: int = 8  # frames per VAE decode call
     region_scales: tuple[float, float, float] | None = None  # Hallo models: (pose, face, lip) weights
+    # Speed switches; the defaults are the fast paths. The slow ones exist as the benchmark's
+    # baseline (bench/benchmark.py) and give the same result up to float rounding.
+    reuse_reference: bool = True  # run the ReferenceNet once per clip, not at every step
+    batch_guidance: bool = True  # one backbone call for both guidance branches
 
     def resolve(self, defaults: InferenceDefaults) -> "GenerationSettings":
         values = {name: getattr(defaults, name) for name in
@@ -148,18 +153,62 @@ def speed_track(speed, num_frames: int, fps: float = 25.0) -> torch.Tensor:
     return track
 
 
+def _row_of(conditions: dict, i: int) -> dict:
+    """Backbone conditions of guidance row i (tensors with a batch of 2 are sliced)."""
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.shape[0] == 2:
+            return value[i:i + 1]
+        return value
+
+    out = {k: pick(v) for k, v in conditions.items() if k != "reference"}
+    reference = conditions["reference"]
+    out["reference"] = ReferenceFeatures({k: pick(v) for k, v in reference.attention.items()},
+                                         {k: pick(v) for k, v in reference.motion.items()})
+    return out
+
+
 def _last(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     """The last n entries of x along dim (none when n == 0, unlike x[-0:])."""
     return x.narrow(dim, x.shape[dim] - n, n)
 
 
 class EMOPipeline:
+    # Networks that are large enough to move between devices in low-VRAM mode; the small ones
+    # (face locator, projections, speed encoder) stay on the execution device.
+    OFFLOADED = ("reference_net", "backbone", "vae", "audio_encoder")
+
     def __init__(self, model: EMOModel, *, device: str | torch.device | None = None,
-                 dtype: torch.dtype | str | None = None):
+                 dtype: torch.dtype | str | None = None, offload: bool = False):
+        """offload: keep the large networks on the CPU and move each to `device` only while it
+        runs (ReferenceNet, backbone, VAE, wav2vec2 in turn), so peak GPU memory is that of
+        the largest one, at the cost of the transfers."""
         dtype = parse_dtype(dtype)
-        if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=dtype)
+        self.offload = offload
+        if offload:
+            self._device = torch.device(device) if device is not None else model.device
+            model = model.to(dtype=dtype) if dtype is not None else model
+            for name, child in model.named_children():
+                if child is not None and name not in self.OFFLOADED:
+                    child.to(self._device)
+        else:
+            if device is not None or dtype is not None:
+                model = model.to(device=device, dtype=dtype)
+            self._device = model.device
         self.model = model.eval()
+
+    @contextlib.contextmanager
+    def _running(self, module: torch.nn.Module):
+        """Low-VRAM mode: `module` is on the execution device only inside this block."""
+        if not self.offload:
+            yield module
+            return
+        module.to(self._device)
+        try:
+            yield module
+        finally:
+            module.to("cpu")
+            if self._device.type == "cuda":
+                torch.cuda.empty_cache()
 
     @classmethod
     def from_checkpoint(cls, path, *, device="cpu", dtype=None) -> "EMOPipeline":
@@ -167,7 +216,8 @@ class EMOPipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        """Where the computation runs."""
+        return self._device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -183,9 +233,10 @@ class EMOPipeline:
                      progress=None) -> "audio_lib.AudioFeatures":
         """waveform: (T), (C, T) or (B, C, T) at any rate -> per-frame wav2vec2 features."""
         fps = self.config.defaults.fps if fps is None else fps
-        return audio_lib.encode_audio(self.model.audio_encoder, waveform, sample_rate, fps,
-                                      start_seconds=start_seconds, duration_seconds=duration_seconds,
-                                      progress=progress)
+        with self._running(self.model.audio_encoder) as encoder:
+            return audio_lib.encode_audio(encoder, waveform, sample_rate, fps,
+                                          start_seconds=start_seconds, duration_seconds=duration_seconds,
+                                          progress=progress)
 
     # ---- 2. reference and face mask -------------------------------------------------------
     def _reference_pixels(self, image: torch.Tensor, size: int) -> torch.Tensor:
@@ -208,9 +259,9 @@ class EMOPipeline:
     @torch.inference_mode()
     def encode_reference(self, pixels: torch.Tensor) -> torch.Tensor:
         """(1, 3, H, W) in 0..1 -> VAE latent (1, 4, H/8, W/8), scaled."""
-        vae = self.model.vae
-        x = (pixels * 2 - 1).to(self.device, vae.dtype)
-        return vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
+        with self._running(self.model.vae) as vae:
+            x = (pixels * 2 - 1).to(self.device, vae.dtype)
+            return vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
 
     def face_mask(self, image: torch.Tensor, mask: torch.Tensor | None, size: int,
                   expand_ratio: float = 0.2) -> torch.Tensor:
@@ -279,18 +330,23 @@ class EMOPipeline:
         for clip in range(clips):
             start = clip * f
             frame_ids = torch.arange(start, start + f).clamp(max=total - 1)  # last clip: pad by repeat
-            images = torch.cat([ref_latent[:, None], motion_latents], dim=1)
-            reference = model.reference_net(images.repeat(reference_items, 1, 1, 1, 1), context=reference_context)
+            images = torch.cat([ref_latent[:, None], motion_latents], dim=1).repeat(reference_items, 1, 1, 1, 1)
+
+            def run_reference(images=images):
+                with self._running(model.reference_net) as reference_net:
+                    return reference_net(images, context=reference_context)
             windows = audio_lib.window(audio.features, frame_ids, model.config.audio.window_radius)
             tokens = model.audio_projection(windows[None].to(device, dtype))  # (1, f, K, D)
             clip_speeds = speeds[frame_ids]
             speed_embedding = model.speed_encoder(torch.cat([motion_speeds, clip_speeds])[None].to(device))
             if use_cfg:
                 tokens = torch.cat([torch.zeros_like(tokens), tokens])
-            conditions = dict(reference=reference, reference_rows=rows, speed=speed_embedding,
+            conditions = dict(reference=run_reference(), reference_rows=rows, speed=speed_embedding,
                               face_features=face_features, **extra)
-            latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), tokens, conditions,
-                                    clip, clips, callback, should_cancel)
+            with self._running(model.backbone):
+                latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), tokens, conditions,
+                                        clip, clips, callback, should_cancel,
+                                        None if s.reuse_reference else run_reference)
             keep = min(f, total - start)
             yield self.decode(latents[:, :, :keep], s.decode_chunk_size)
             # The next clip's motion frames: the last n frames generated so far (f may be < n).
@@ -327,7 +383,7 @@ class EMOPipeline:
         return extra, reference_context, reference_items, face_features
 
     def _denoise(self, scheduler, s: GenerationSettings, generator, shape, tokens, conditions: dict,
-                 clip: int, clips: int, callback, should_cancel) -> torch.Tensor:
+                 clip: int, clips: int, callback, should_cancel, rerun_reference=None) -> torch.Tensor:
         device, dtype = self.device, self.dtype
         scheduler.set_timesteps(s.steps, device=device)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
@@ -341,9 +397,10 @@ class EMOPipeline:
         for i, t in enumerate(scheduler.timesteps):
             if should_cancel is not None and should_cancel():
                 raise GenerationCancelled(f"generation cancelled at clip {clip + 1}/{clips}, step {i + 1}/{s.steps}")
-            model_input = torch.cat([latents, latents]) if conditions["reference_rows"] is not None else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            prediction = self.model.backbone(model_input.to(dtype), t, tokens, **conditions).float()
+            if rerun_reference is not None:  # baseline: the ReferenceNet at every step
+                conditions = {**conditions, "reference": rerun_reference()}
+            model_input = scheduler.scale_model_input(latents, t).to(dtype)
+            prediction = self._predict(model_input, t, tokens, conditions, s.batch_guidance)
             if conditions["reference_rows"] is not None:
                 uncond, cond = prediction.chunk(2)
                 prediction = uncond + s.guidance_scale * (cond - uncond)
@@ -352,18 +409,30 @@ class EMOPipeline:
                 callback(Progress(clip=clip, num_clips=clips, step=i + 1, num_steps=s.steps))
         return latents
 
+    def _predict(self, x: torch.Tensor, t, tokens, conditions: dict, batched: bool) -> torch.Tensor:
+        """The backbone's prediction; with guidance, rows [uncond, cond] in one batch or, as the
+        baseline, in two calls. Hallo models always batch: their reference tiling over the
+        batch (a Hallo quirk) is only defined for the batched call."""
+        backbone = self.model.backbone
+        rows = conditions["reference_rows"]
+        if rows is None:
+            return backbone(x, t, tokens, **conditions).float()
+        if batched or self.model.config.hallo is not None:
+            return backbone(torch.cat([x, x]), t, tokens, **conditions).float()
+        return torch.cat([backbone(x, t, tokens[i:i + 1], **_row_of(conditions, i)).float() for i in (0, 1)])
+
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
         """(1, 4, F, h, w) latents -> (F, H, W, 3) float 0..1 on the CPU, `chunk_size` frames
         per VAE call so memory does not grow with F."""
-        vae = self.model.vae
-        frames = latents[0].permute(1, 0, 2, 3)  # (F, 4, h, w)
-        out = []
-        for i in range(0, frames.shape[0], chunk_size):
-            chunk = frames[i:i + chunk_size].to(self.device, vae.dtype) / vae.config.scaling_factor
-            image = vae.decode(chunk).sample.float()
-            out.append(((image + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
-        return torch.cat(out)
+        with self._running(self.model.vae) as vae:
+            frames = latents[0].permute(1, 0, 2, 3)  # (F, 4, h, w)
+            out = []
+            for i in range(0, frames.shape[0], chunk_size):
+                chunk = frames[i:i + chunk_size].to(self.device, vae.dtype) / vae.config.scaling_factor
+                image = vae.decode(chunk).sample.float()
+                out.append(((image + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+            return torch.cat(out)
 
     def __call__(self, reference_image: torch.Tensor, audio: "audio_lib.AudioFeatures", **kwargs) -> GenerationResult:
         """Run every clip and return all frames (see `iter_clips` for the arguments)."""

@@ -161,3 +161,22 @@ def test_bf16_runs_on_cpu(tiny_model):
     pipe = EMOPipeline(copy.deepcopy(tiny_model), dtype="bf16")
     frames = run(pipe, features(2)).frames
     assert frames.dtype == torch.float32 and torch.isfinite(frames).all()
+
+
+@pytest.mark.parametrize("switch", ["reuse_reference", "batch_guidance"])
+def test_baseline_switches_give_the_same_video(pipe, switch):
+    """The slow baseline paths (ReferenceNet every step, separate guidance passes) must agree
+    with the fast defaults: the optimisations may not change the result."""
+    audio = features(5)
+    fast = run(pipe, audio).frames
+    slow = run(pipe, audio, settings=GenerationSettings(**{**SETTINGS.__dict__, switch: False})).frames
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_offload_mode_gives_the_same_video(tiny_model):
+    import copy
+
+    pipe = EMOPipeline(copy.deepcopy(tiny_model), device="cpu", offload=True)
+    assert pipe.model.backbone.conv_in.weight.device.type == "cpu"
+    audio = features(5)
+    assert torch.allclose(run(pipe, audio).frames, run(EMOPipeline(tiny_model), audio).frames, atol=1e-6)
