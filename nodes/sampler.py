@@ -1,0 +1,206 @@
+"""EMOSampler: model + reference + audio tokens + face mask + speed -> IMAGE frames and fps."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from emo.audio import AudioFeatures
+from emo.face import FaceNotFoundError
+from emo.image import to_pil
+from emo.pipeline import GenerationSettings, num_clips
+from emo.schedulers import SCHEDULERS
+
+from . import comfy_services as services
+from .audio import readout
+from .model import EMOModelHandle
+from .reference import EMOReference
+from .speed import EMOSpeed
+
+logger = logging.getLogger(__name__)
+
+NODE = "EMOSampler"
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def align_mask(mask: torch.Tensor, reference: EMOReference) -> torch.Tensor:
+    """A MASK for the reference -> [H, W] in the prepared reference's pixels.
+
+    A mask of the prepared (square) image is used as it is; a mask of the *source* image
+    (before LoadReference cropped it) is cropped the same way; any other square mask is
+    resized by the pipeline.
+    """
+    if mask.dim() == 3:
+        if mask.shape[0] > 1:
+            logger.info("%s: got %d face masks, using the first", NODE, mask.shape[0])
+        mask = mask[0]
+    if mask.dim() != 2 or mask.numel() == 0:
+        raise ValueError(f"{NODE}: face_mask must be a MASK [B, H, W], got {tuple(mask.shape)}")
+    mask = mask.float().cpu()
+    height, width = mask.shape
+    size = reference.size
+    if (height, width) == (size, size):
+        return mask
+    source = (reference.info.get("source_height"), reference.info.get("source_width"))
+    if (height, width) == source and "box" in reference.info:
+        x0, y0, x1, y1 = reference.info["box"]
+        canvas = mask.new_zeros(y1 - y0, x1 - x0)  # outside the source image: no face
+        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = mask[sy0:sy1, sx0:sx1]
+        return F.interpolate(canvas[None, None], size=(size, size), mode="nearest-exact")[0, 0]
+    if height == width:
+        return mask  # the prepared image at another resolution; the pipeline resizes it
+    raise ValueError(
+        f"{NODE}: the face_mask is {width}x{height} but the reference is {size}x{size} (cropped from a "
+        f"{source[1]}x{source[0]} image); make the mask from LoadReference's image output"
+    )
+
+
+def _check_speed_range(speed: EMOSpeed, model: EMOModelHandle) -> None:
+    config = model.model.config.speed
+    low = min(c - r for c, r in zip(config.bucket_centers, config.bucket_radii))
+    high = max(c + r for c, r in zip(config.bucket_centers, config.bucket_radii))
+    outside = [v for v in speed.values() if not low <= v <= high]
+    if outside:
+        logger.warning("%s: speed %s is outside the range this checkpoint knows (%.2f-%.2f); motion may "
+                       "be erratic", NODE, outside, low, high)
+
+
+def sample(model: EMOModelHandle, reference: EMOReference, audio_features: AudioFeatures, seed: int,
+           steps: int, cfg: float, scheduler: str, frames_per_clip: int, motion_frames: int,
+           face_mask: torch.Tensor | None = None, speed: EMOSpeed | None = None,
+           node_id: str | None = None) -> tuple[torch.Tensor, float, dict]:
+    """The node's body: (frames [F, H, W, 3], fps, readout)."""
+    for name, value, expected, source in (
+        ("model", model, EMOModelHandle, "EMOModelLoader"),
+        ("reference", reference, EMOReference, "LoadReference"),
+        ("audio_features", audio_features, AudioFeatures, "AudioEncode"),
+    ):
+        if not isinstance(value, expected):
+            raise ValueError(f"{NODE}: the {name} input must come from {source}, got {type(value).__name__}")
+    if speed is not None and not isinstance(speed, EMOSpeed):
+        raise ValueError(f"{NODE}: the speed input must come from SpeedControl, got {type(speed).__name__}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"{NODE}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    mask = align_mask(face_mask, reference) if face_mask is not None else None
+    if speed is not None:
+        _check_speed_range(speed, model)
+    if reference.size != model.defaults.size:
+        logger.info("%s: the reference is %d px but %s was trained at %d px", NODE, reference.size,
+                    model.name, model.defaults.size)
+
+    total = audio_features.num_frames
+    fps = audio_features.fps
+    clips = num_clips(total, frames_per_clip)
+    info = readout(total, fps, audio_features.duration_seconds(), clips)
+    services.send_ui_message("emo.plan", {"node": node_id, **info})
+    settings = GenerationSettings(size=reference.size, fps=fps, frames_per_clip=frames_per_clip,
+                                  motion_frames=motion_frames, steps=steps, guidance_scale=cfg,
+                                  seed=seed, scheduler=scheduler)
+    progress = services.Progress(clips * steps)
+
+    def on_step(p) -> None:
+        progress.update_absolute(p.clip * p.num_steps + p.step)
+
+    def should_cancel() -> bool:
+        services.check_interrupted()  # raises ComfyUI's own interrupt inside ComfyUI
+        return False
+
+    # The IMAGE output is the one full copy of the video; clips are written into it as they come.
+    frames = torch.empty(total, reference.size, reference.size, 3, dtype=torch.float32)
+    done = 0
+    with model.loaded() as pipeline:
+        try:
+            for clip, chunk in enumerate(pipeline.iter_clips(
+                    reference.image, audio_features, face_mask=mask,
+                    speed=speed.for_pipeline() if speed is not None else None, settings=settings,
+                    callback=on_step, should_cancel=should_cancel)):
+                frames[done:done + chunk.shape[0]] = chunk
+                done += chunk.shape[0]
+                progress.update_absolute((clip + 1) * steps, preview_image=to_pil(chunk[-1]))
+        except FaceNotFoundError as error:
+            raise ValueError(
+                f"{NODE}: no face found in the reference to place the face region; connect FaceRegionMask "
+                "(with its 'mask' override if detection fails there too) to the face_mask input"
+            ) from error
+        except ValueError as error:
+            raise ValueError(f"{NODE}: {error}") from error
+    if done != total:  # the pipeline promises exactly one frame per audio frame
+        raise RuntimeError(f"{NODE}: the pipeline produced {done} frames for {total} audio frames")
+    logger.info("%s: %d frames (%d clips of %d) at %g fps", NODE, total, clips, frames_per_clip, fps)
+    return frames, float(fps), info
+
+
+class EMOSampler:
+    DESCRIPTION = (
+        "Generates the talking or singing video: clip after clip of frames_per_clip frames, each "
+        "continuing from the last motion_frames of the previous one, lips driven by the audio "
+        "tokens, identity by the reference, head motion by the speed. Outputs IMAGE frames (for "
+        "upscalers, interpolators, VideoCombine) and their frame rate."
+    )
+    CATEGORY = "EMO"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("frames", "fps")
+    OUTPUT_TOOLTIPS = (
+        "All video frames, one per audio frame.",
+        "Their frame rate (the rate AudioEncode used); connect it to VideoCombine's frame_rate.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("EMO_MODEL", {"tooltip": "From EMOModelLoader."}),
+                "reference": ("EMO_REFERENCE", {"tooltip": "The portrait, from LoadReference."}),
+                "audio_features": ("EMO_AUDIO", {
+                    "tooltip": "Per-frame audio tokens from AudioEncode; they fix the frame count and fps.",
+                }),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                    "tooltip": "Noise seed; the same seed and inputs give the same video.",
+                }),
+                "steps": ("INT", {
+                    "default": 40, "min": 1, "max": 200,
+                    "tooltip": "Denoising steps per clip (EMO: 40 DDIM steps). Time grows linearly.",
+                }),
+                "cfg": ("FLOAT", {
+                    "default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Classifier-free guidance on audio and reference; <= 1 turns it off "
+                               "(twice as fast). Higher follows the lips/identity more strictly.",
+                }),
+                "scheduler": (list(SCHEDULERS), {
+                    "default": "ddim",
+                    "tooltip": "Diffusers scheduler. ddim is the paper's; dpmpp_2m and unipc reach similar "
+                               "quality in fewer steps.",
+                }),
+                "frames_per_clip": ("INT", {
+                    "default": 12, "min": 1, "max": 64,
+                    "tooltip": "Frames generated together (EMO: 12). More is smoother but needs more memory.",
+                }),
+                "motion_frames": ("INT", {
+                    "default": 4, "min": 0, "max": 32,
+                    "tooltip": "Frames of the previous clip each clip continues from (EMO: 4); 0 makes clips "
+                               "independent (jumps at clip borders).",
+                }),
+            },
+            "optional": {
+                "face_mask": ("MASK", {
+                    "tooltip": "Where the face may move, from FaceRegionMask. Without it the face is "
+                               "detected in the reference.",
+                }),
+                "speed": ("EMO_SPEED", {
+                    "tooltip": "Head-motion speed from SpeedControl. Without it the checkpoint's default "
+                               "(speech) is used.",
+                }),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(self, model, reference, audio_features, seed, steps, cfg, scheduler, frames_per_clip,
+               motion_frames, face_mask=None, speed=None, unique_id=None):
+        frames, fps, info = sample(model, reference, audio_features, seed, steps, cfg, scheduler,
+                                   frames_per_clip, motion_frames, face_mask, speed, node_id=unique_id)
+        return {"ui": {"emo_readout": [info]}, "result": (frames, fps)}

@@ -1,0 +1,107 @@
+"""The node contract ComfyUI relies on: INPUT_TYPES / RETURN_TYPES / FUNCTION / CATEGORY agree,
+every widget default is inside its range, every input has a tooltip, every node a DESCRIPTION,
+and the pack loads the way ComfyUI loads it (a package named after its folder)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from tests.helpers import REPO
+
+# The display names are the documented contract (README, workflows, issue).
+DISPLAY_NAMES = {"EMOModelLoader", "LoadReference", "AudioEncode", "FaceRegionMask", "SpeedControl",
+                 "EMOSampler", "VideoCombine"}
+CUSTOM_TYPES = {"EMO_MODEL", "EMO_REFERENCE", "EMO_AUDIO", "EMO_SPEED"}
+CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "VIDEO"}
+NODES = sorted(NODE_CLASS_MAPPINGS.items())
+
+
+def test_display_names_and_ids():
+    assert set(NODE_DISPLAY_NAME_MAPPINGS.values()) == DISPLAY_NAMES
+    assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_CLASS_MAPPINGS)
+    assert all(class_id.startswith("EMO") for class_id in NODE_CLASS_MAPPINGS)
+
+
+@pytest.mark.parametrize("class_id, cls", NODES, ids=[n for n, _ in NODES])
+def test_node_declaration_is_coherent(class_id, cls):
+    assert cls.CATEGORY == "EMO"
+    assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+    assert callable(getattr(cls, cls.FUNCTION)), f"{class_id}.FUNCTION names no method"
+    assert isinstance(cls.RETURN_TYPES, tuple)
+    assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+    assert set(cls.RETURN_TYPES) <= CUSTOM_TYPES | CORE_TYPES
+
+    types = cls.INPUT_TYPES()
+    assert set(types) <= {"required", "optional", "hidden"}
+    signature_names = cls.__dict__[cls.FUNCTION].__code__.co_varnames
+    for section in ("required", "optional"):
+        for name, definition in types.get(section, {}).items():
+            kind, options = definition[0], (definition[1] if len(definition) > 1 else {})
+            assert options.get("tooltip"), f"{class_id}.{name} has no tooltip"
+            assert name in signature_names, f"{class_id}.{cls.FUNCTION} does not take {name!r}"
+            if isinstance(kind, list):
+                # A checkpoint list may be empty when no model is installed; every other combo offers values.
+                assert kind or name == "ckpt_name", f"{class_id}.{name} offers no choices"
+                if "default" in options:
+                    assert options["default"] in kind
+            elif kind in ("INT", "FLOAT"):
+                assert "default" in options, f"{class_id}.{name} has no default"
+                assert options["min"] <= options["default"] <= options["max"], f"{class_id}.{name}"
+                if kind == "INT":
+                    assert all(isinstance(options[k], int) for k in ("default", "min", "max"))
+            elif kind in ("STRING", "BOOLEAN"):
+                assert "default" in options
+            else:
+                assert kind in CUSTOM_TYPES | CORE_TYPES, f"{class_id}.{name}: unexpected type {kind}"
+    for name in types.get("hidden", {}):
+        assert name in signature_names
+
+
+def test_every_custom_type_is_produced_and_consumed():
+    produced = {t for cls in NODE_CLASS_MAPPINGS.values() for t in cls.RETURN_TYPES}
+    consumed = {d[0] for cls in NODE_CLASS_MAPPINGS.values()
+                for section in ("required", "optional")
+                for d in cls.INPUT_TYPES().get(section, {}).values() if isinstance(d[0], str)}
+    assert CUSTOM_TYPES <= produced and CUSTOM_TYPES <= consumed
+
+
+def test_only_video_combine_is_an_output_node():
+    outputs = [n for n, cls in NODE_CLASS_MAPPINGS.items() if getattr(cls, "OUTPUT_NODE", False)]
+    assert outputs == ["EMOVideoCombine"]
+
+
+def test_pack_loads_like_comfyui_loads_it_without_importing_comfyui(tmp_path):
+    """ComfyUI imports custom_nodes/<folder>/__init__.py as a package named after the folder
+    (here with a dash, as a git clone is named). Importing it must not import ComfyUI modules
+    and must expose the V1 mappings and WEB_DIRECTORY, not a V3 entry point."""
+    script = textwrap.dedent(f"""
+        import importlib.util, json, os, sys
+        sys.path = [p for p in sys.path if os.path.abspath(p or ".") != {str(REPO)!r}]
+        spec = importlib.util.spec_from_file_location("ComfyUI-EMO", {str(REPO / "__init__.py")!r},
+                                                      submodule_search_locations=[{str(REPO)!r}])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["ComfyUI-EMO"] = module
+        spec.loader.exec_module(module)
+        comfy = sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "folder_paths", "server",
+                                                                   "comfy_api", "execution"))
+        print(json.dumps({{"nodes": sorted(module.NODE_CLASS_MAPPINGS), "web": module.WEB_DIRECTORY,
+                          "v3": hasattr(module, "comfy_entrypoint"), "comfy": comfy,
+                          "nodes_module": "nodes" in sys.modules}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["nodes"] == sorted(NODE_CLASS_MAPPINGS)
+    assert info["web"] == "./web" and (REPO / "web" / "emo.js").is_file()
+    assert info["v3"] is False
+    assert info["comfy"] == []
+    # The pack's nodes package lives under the pack's name; the top-level name "nodes" stays
+    # free for ComfyUI's own nodes.py.
+    assert info["nodes_module"] is False

@@ -1,0 +1,342 @@
+"""Writes the shipped workflows: each graph once, as a UI-format file (workflows/NAME.json,
+drag-and-drop, listed by ComfyUI as templates of this pack) and as its API-format twin
+(workflows/api/NAME.json, for `POST /prompt`).
+
+    python workflows/make_workflows.py          # rewrite all files
+    python workflows/make_workflows.py --check  # exit 1 if a file differs from what it would write
+
+Widget order comes from the nodes' INPUT_TYPES, so regenerating after a node gains an input keeps
+the UI files loadable. `ui_to_api` turns a UI-format file back into API format; the tests use it
+to check that both twins describe the same graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT.parent) not in sys.path:
+    sys.path.insert(0, str(ROOT.parent))
+
+CHECKPOINT = "emo-sd15.safetensors"  # what the README tells users to download into models/emo
+PORTRAIT = "emo_portrait.png"
+VOICE = "emo_voice.wav"
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+PACK = "comfyui-emo"  # Comfy Registry id (pyproject.toml)
+NOTE_POS = (40, 740)  # under LoadAudio, clear of nodes that grow with previews
+
+
+# ---- node specs ------------------------------------------------------------------------------
+@dataclass
+class NodeSpec:
+    """What a UI-format file needs to know about a node type."""
+
+    inputs: list[tuple[str, str]]  # (name, type) of every input; type "COMBO" for lists
+    outputs: list[tuple[str, str]]  # (name, type)
+    # Values of the UI widgets in order; a name is an input, a tuple (None, default) is a
+    # front-end-only widget (upload button, seed control) stored in widgets_values only.
+    widgets: list[str | tuple[None, object]] = field(default_factory=list)
+    source: str = "comfy-core"
+    defaults: dict = field(default_factory=dict)  # widget defaults (kept in a linked widget's slot)
+
+
+# The few core nodes the workflows use, as ComfyUI defines them.
+CORE_NODES = {
+    "LoadImage": NodeSpec(inputs=[("image", "COMBO")], outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
+                          widgets=["image", (None, "image")]),
+    "LoadAudio": NodeSpec(inputs=[("audio", "COMBO")], outputs=[("AUDIO", "AUDIO")],
+                          widgets=["audio", (None, None), (None, None)]),
+    "ImageScaleBy": NodeSpec(inputs=[("image", "IMAGE"), ("upscale_method", "COMBO"), ("scale_by", "FLOAT")],
+                             outputs=[("IMAGE", "IMAGE")], widgets=["upscale_method", "scale_by"]),
+    "PreviewImage": NodeSpec(inputs=[("images", "IMAGE")], outputs=[], widgets=[]),
+}
+NOTE_TYPES = ("Note", "MarkdownNote")
+CORE_DISPLAY_NAMES = {"LoadImage": "Load Image", "LoadAudio": "Load Audio", "ImageScaleBy": "Upscale Image By",
+                      "PreviewImage": "Preview Image"}
+
+
+def pack_spec(node_class) -> NodeSpec:
+    """NodeSpec of one of this pack's classes, from INPUT_TYPES/RETURN_TYPES."""
+    types = node_class.INPUT_TYPES()
+    inputs, widgets, defaults = [], [], {}
+    for section in ("required", "optional"):
+        for name, definition in types.get(section, {}).items():
+            kind = definition[0]
+            options = definition[1] if len(definition) > 1 else {}
+            if "default" in options:
+                defaults[name] = options["default"]
+            if isinstance(kind, (list, tuple)):
+                inputs.append((name, "COMBO"))
+                widgets.append(name)
+            elif kind in WIDGET_TYPES:
+                inputs.append((name, kind))
+                widgets.append(name)
+                if kind == "INT" and options.get("control_after_generate"):
+                    widgets.append((None, "fixed"))
+            else:
+                inputs.append((name, kind))
+    names = getattr(node_class, "RETURN_NAMES", None) or node_class.RETURN_TYPES
+    return NodeSpec(inputs=inputs, outputs=list(zip(names, node_class.RETURN_TYPES)), widgets=widgets, source=PACK,
+                    defaults=defaults)
+
+
+def node_specs() -> dict[str, NodeSpec]:
+    from nodes import NODE_CLASS_MAPPINGS
+
+    return {**CORE_NODES, **{name: pack_spec(cls) for name, cls in NODE_CLASS_MAPPINGS.items()}}
+
+
+# ---- graphs -------------------------------------------------------------------------------------
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    inputs: dict  # name -> literal, or (node id, output index) for a link
+    size: tuple[int, int] = (315, 130)
+    title: str | None = None
+
+
+@dataclass
+class Note:
+    id: int
+    pos: tuple[int, int]
+    text: str
+    size: tuple[int, int] = (315, 240)
+
+
+@dataclass
+class Graph:
+    description: str
+    nodes: list
+    notes: list = field(default_factory=list)
+
+
+def _emo_graph(*, speed: float, keyframes: str = "", steps: int = 40, cfg: float = 3.5, scheduler: str = "ddim",
+               start: float = 0.0, duration: float = 0.0, prefix: str = "EMO/portrait",
+               video_format: str = "video/h264-mp4", crf: int = 19, upscale: bool = False) -> list:
+    nodes = [
+        Node(1, "EMOModelLoader", (40, 60), {"ckpt_name": CHECKPOINT, "precision": "auto"}, (315, 82)),
+        Node(2, "LoadImage", (40, 200), {"image": PORTRAIT}, (315, 314)),
+        Node(3, "LoadAudio", (40, 560), {"audio": VOICE}, (315, 136)),
+        Node(4, "EMOLoadReference", (400, 200), {"image": (2, 0), "size": 512, "crop": "face",
+                                                  "face_padding": 0.6}, (315, 130)),
+        Node(5, "EMOFaceRegionMask", (400, 380), {"image": (4, 1), "expand_ratio": 0.2}, (315, 80)),
+        Node(6, "PreviewImage", (400, 500), {"images": (4, 1)}, (315, 250), title="Prepared reference"),
+        Node(7, "EMOAudioEncode", (400, 790), {"audio": (3, 0), "model": (1, 0), "fps": 25.0,
+                                               "start_seconds": start, "duration_seconds": duration}, (315, 150)),
+        Node(8, "EMOSpeedControl", (760, 60), {"speed": speed, "keyframes": keyframes}, (315, 130)),
+        Node(9, "EMOSampler", (760, 240), {
+            "model": (1, 0), "reference": (4, 0), "audio_features": (7, 0), "face_mask": (5, 0), "speed": (8, 0),
+            "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler, "frames_per_clip": 12,
+            "motion_frames": 4,
+        }, (315, 290)),
+    ]
+    frames = (9, 0)
+    if upscale:
+        nodes.append(Node(10, "ImageScaleBy", (1120, 240), {"image": (9, 0), "upscale_method": "lanczos",
+                                                             "scale_by": 2.0}, (315, 82),
+                          title="Upscale (swap in an upscale model)"))
+        frames = (10, 0)
+    nodes.append(Node(11, "EMOVideoCombine", (1120 + (360 if upscale else 0), 240), {
+        "images": frames, "audio": (7, 2), "frame_rate": (9, 1), "filename_prefix": prefix,
+        "format": video_format, "crf": crf, "save_output": True,
+    }, (340, 420)))
+    return nodes
+
+
+WORKFLOWS = {
+    "emo_talking_portrait": Graph(
+        "A talking portrait: one image + a voice track -> an mp4 with sound.",
+        _emo_graph(speed=0.5, prefix="EMO/talking"),
+        [Note(20, NOTE_POS, "Talking portrait\n\n1. Put an EMO checkpoint in ComfyUI/models/emo.\n"
+                              "2. Load a frontal portrait and a voice recording (any length, any rate).\n"
+                              "3. Queue. EMOSampler shows clips and frames as it works; VideoCombine "
+                              "plays the result (hover it for sound).\n\nSpeed 0.5 suits speech.")],
+    ),
+    "emo_singing_portrait": Graph(
+        "A singing portrait: livelier head motion (speed 1.2) for a song.",
+        _emo_graph(speed=1.2, prefix="EMO/singing"),
+        [Note(20, NOTE_POS, "Singing portrait\n\nSpeedControl 1.2: singing moves the head more than "
+                              "speech (the paper uses 1.0-1.3). For a song with a calm verse and a lively "
+                              "chorus, write keyframes instead, e.g.\n0: 0.6\n12: 1.2")],
+    ),
+    "emo_long_audio": Graph(
+        "Long audio: a minute-long section of a track, fewer steps with DPM-Solver++, a speed curve.",
+        _emo_graph(speed=0.5, keyframes="0: 0.4\n30: 0.8\n60: 0.5", steps=25, scheduler="dpmpp_2m",
+                   start=0.0, duration=60.0, prefix="EMO/long"),
+        [Note(20, NOTE_POS, "Long audio\n\nEMO generates 12-frame clips one after another, each continuing "
+                              "from the last 4 frames, so any length works; time grows linearly "
+                              "(progress bar: steps across all clips).\n\nThe frames are kept in RAM "
+                              "(about 3 MB per 512 px frame: 1 minute at 25 fps = 4.7 GB). For longer "
+                              "tracks render sections: set start_seconds/duration_seconds on AudioEncode "
+                              "(0-60, 60-120, ...) and queue each.\n\ndpmpp_2m at 25 steps is about "
+                              "as good as ddim at 40.", (315, 330))],
+    ),
+    "emo_upscale_chain": Graph(
+        "EMO frames through an upscaler into VideoCombine (webm), as IMAGE like any other frames.",
+        _emo_graph(speed=0.5, prefix="EMO/upscaled", video_format="video/webm", crf=32, upscale=True),
+        [Note(20, NOTE_POS, "Chaining\n\nEMOSampler outputs plain IMAGE frames: put upscalers, face "
+                              "restorers or frame interpolators between it and VideoCombine.\n\nFor a "
+                              "model upscaler replace 'Upscale' with UpscaleModelLoader + "
+                              "ImageUpscaleWithModel. After a 2x frame interpolator, double "
+                              "VideoCombine's frame_rate (disconnect the fps link and type 50).")],
+    ),
+}
+
+
+# ---- emitters -------------------------------------------------------------------------------------
+def to_api(graph: Graph, specs: dict[str, NodeSpec]) -> dict:
+    prompt = {}
+    for node in graph.nodes:
+        spec = specs[node.type]
+        inputs = {}
+        for name, _ in spec.inputs:
+            if name in node.inputs:
+                value = node.inputs[name]
+                inputs[name] = [str(value[0]), value[1]] if isinstance(value, tuple) else value
+        unknown = set(node.inputs) - {name for name, _ in spec.inputs}
+        if unknown:
+            raise ValueError(f"{node.type} #{node.id}: unknown inputs {sorted(unknown)}")
+        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs,
+                                "_meta": {"title": node.title or _display_name(node.type)}}
+    return prompt
+
+
+def _display_name(node_type: str) -> str:
+    from nodes import NODE_DISPLAY_NAME_MAPPINGS
+
+    return NODE_DISPLAY_NAME_MAPPINGS.get(node_type) or CORE_DISPLAY_NAMES.get(node_type, node_type)
+
+
+def to_ui(graph: Graph, specs: dict[str, NodeSpec]) -> dict:
+    ui_nodes, links = [], []
+    by_id = {node.id: node for node in graph.nodes}
+    # Inputs shown as sockets: every non-widget input, plus widget inputs that are linked.
+    sockets = {}
+    for node in graph.nodes:
+        spec = specs[node.type]
+        widget_names = {w for w in spec.widgets if isinstance(w, str)}
+        sockets[node.id] = [(name, kind) for name, kind in spec.inputs
+                            if name not in widget_names or isinstance(node.inputs.get(name), tuple)]
+    outputs_links: dict[tuple[int, int], list[int]] = {}
+    input_links: dict[tuple[int, str], int] = {}
+    for node in graph.nodes:
+        for slot, (name, kind) in enumerate(sockets[node.id]):
+            value = node.inputs.get(name)
+            if isinstance(value, tuple):
+                source_id, source_slot = value
+                link_type = specs[by_id[source_id].type].outputs[source_slot][1]
+                link_id = len(links) + 1
+                links.append([link_id, source_id, source_slot, node.id, slot, link_type])
+                outputs_links.setdefault((source_id, source_slot), []).append(link_id)
+                input_links[(node.id, name)] = link_id
+    order = {node.id: i for i, node in enumerate(graph.nodes)}
+    for node in graph.nodes:
+        spec = specs[node.type]
+        widgets = {w for w in spec.widgets if isinstance(w, str)}
+        inputs = []
+        for name, kind in sockets[node.id]:
+            entry = {"name": name, "type": kind, "link": input_links.get((node.id, name))}
+            if name in widgets:
+                entry["widget"] = {"name": name}
+            inputs.append(entry)
+        outputs = [{"name": name, "type": kind, "links": outputs_links.get((node.id, i), []), "slot_index": i}
+                   for i, (name, kind) in enumerate(spec.outputs)]
+        values = []
+        for widget in spec.widgets:
+            if isinstance(widget, tuple):
+                values.append(widget[1])
+            else:
+                value = node.inputs.get(widget)
+                values.append(spec.defaults.get(widget) if isinstance(value, tuple) else value)
+        ui_node = {
+            "id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size), "flags": {},
+            "order": order[node.id], "mode": 0, "inputs": inputs, "outputs": outputs,
+            "properties": {"cnr_id": spec.source, "Node name for S&R": node.type},
+            "widgets_values": values,
+        }
+        if node.title:
+            ui_node["title"] = node.title
+        ui_nodes.append(ui_node)
+    for i, note in enumerate(graph.notes):
+        ui_nodes.append({"id": note.id, "type": "Note", "pos": list(note.pos), "size": list(note.size),
+                         "flags": {}, "order": len(graph.nodes) + i, "mode": 0, "inputs": [], "outputs": [],
+                         "properties": {}, "widgets_values": [note.text], "color": "#432", "bgcolor": "#653"})
+    return {
+        "last_node_id": max(n["id"] for n in ui_nodes),
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [80, 30]}, "emo_description": graph.description},
+        "version": 0.4,
+    }
+
+
+def ui_to_api(workflow: dict, specs: dict[str, NodeSpec]) -> dict:
+    """A UI-format workflow -> API format (inputs from widgets_values and links; notes dropped).
+
+    Raises ValueError when a node type is unknown or its widget values do not fit its widgets.
+    """
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in NOTE_TYPES:
+            continue
+        if node.get("mode", 0) != 0:
+            continue  # muted/bypassed nodes are not sent
+        spec = specs.get(node["type"])
+        if spec is None:
+            raise ValueError(f"node #{node['id']}: unknown type {node['type']!r}")
+        values = node.get("widgets_values", [])
+        if len(values) != len(spec.widgets):
+            raise ValueError(f"{node['type']} #{node['id']}: {len(values)} widget values for widgets "
+                             f"{spec.widgets}")
+        inputs = {}
+        for widget, value in zip(spec.widgets, values):
+            if isinstance(widget, str):
+                inputs[widget] = value
+        for socket in node.get("inputs", []):
+            if socket.get("link") is not None:
+                _, source, slot, target, _, _ = links[socket["link"]]
+                if target != node["id"]:
+                    raise ValueError(f"link {socket['link']} does not end at node #{node['id']}")
+                inputs[socket["name"]] = [str(source), slot]
+        ordered = {name: inputs[name] for name, _ in spec.inputs if name in inputs}
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": ordered}
+    return prompt
+
+
+def write_all(check: bool = False) -> list[Path]:
+    specs = node_specs()
+    differing = []
+    (ROOT / "api").mkdir(exist_ok=True)
+    for name, graph in WORKFLOWS.items():
+        for path, data in ((ROOT / f"{name}.json", to_ui(graph, specs)),
+                           (ROOT / "api" / f"{name}.json", to_api(graph, specs))):
+            text = json.dumps(data, indent=2) + "\n"
+            if not path.is_file() or path.read_text() != text:
+                differing.append(path)
+                if not check:
+                    path.write_text(text)
+    return differing
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report files that would change")
+    args = parser.parse_args()
+    differing = write_all(check=args.check)
+    for path in differing:
+        print(("differs: " if args.check else "wrote: ") + str(path.relative_to(ROOT.parent)))
+    return 1 if args.check and differing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
