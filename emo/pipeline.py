@@ -92,6 +92,8 @@ class Progress:
     num_clips: int
     step: int  # steps finished in this clip (1..num_steps)
     num_steps: int
+    # The clip's current latents, (1, 4, f, h, w) (for previews; do not modify).
+    latents: torch.Tensor | None = None
 
     @property
     def fraction(self) -> float:
@@ -406,7 +408,7 @@ class EMOPipeline:
                 prediction = uncond + s.guidance_scale * (cond - uncond)
             latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
             if callback is not None:
-                callback(Progress(clip=clip, num_clips=clips, step=i + 1, num_steps=s.steps))
+                callback(Progress(clip=clip, num_clips=clips, step=i + 1, num_steps=s.steps, latents=latents))
         return latents
 
     def _predict(self, x: torch.Tensor, t, tokens, conditions: dict, batched: bool) -> torch.Tensor:

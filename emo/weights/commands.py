@@ -30,7 +30,36 @@ def cmd_assemble(args) -> None:
         print(f"  {line}")
 
 
+def cmd_convert(args) -> None:
+    from ..checkpoints import save_checkpoint
+    from .hallo import convert_hallo_file
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors, got {out.name!r}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output folder {out.parent} does not exist; create it first")
+    model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec)
+    dtype = None if args.precision == "fp32" else args.precision
+    path = save_checkpoint(model, out, dtype=dtype, description=(
+        f"Hallo (fudan-generative-vision/hallo, MIT) converted from {Path(args.input).name}, VAE "
+        f"{Path(args.vae).name}, wav2vec2 {Path(args.wav2vec).name}; runs in Hallo mode"))
+    print(f"wrote {path} (Hallo mode: 16-frame clips, 2 motion frames, zero-SNR v-prediction DDIM)")
+
+
 def add_commands(subparsers) -> None:
+    convert = subparsers.add_parser(
+        "convert", help="convert another project's released weights into an EMO checkpoint",
+        description="Convert Hallo's net.pth (plus the SD1.5 VAE and wav2vec2-base-960h it was "
+                    "trained with) into one EMO checkpoint that runs in Hallo mode.")
+    convert.add_argument("--from", dest="source", required=True, choices=("hallo",), help="source project")
+    convert.add_argument("--in", dest="input", required=True, help="Hallo's pretrained_models/hallo/net.pth")
+    convert.add_argument("--vae", required=True, help="sd-vae-ft-mse (file or diffusers folder)")
+    convert.add_argument("--wav2vec", required=True, help="wav2vec2-base-960h (HF folder or one file)")
+    convert.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")
+    convert.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"))
+    convert.set_defaults(run=cmd_convert)
+
     parser = subparsers.add_parser(
         "assemble", help="build an EMO checkpoint from SD1.5, VAE, wav2vec2 and AnimateDiff weights",
         description="Load pretrained SD1.5 (UNet into the ReferenceNet and the backbone), VAE, wav2vec2 "

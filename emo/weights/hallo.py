@@ -173,47 +173,57 @@ def is_extra_to_hallo(key: str) -> bool:
     return key.startswith(NOT_IN_HALLO) or ".speed_" in key
 
 
-def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *,
-                      vae_state: Mapping[str, torch.Tensor] | None = None,
-                      audio_encoder_state: Mapping[str, torch.Tensor] | None = None):
-    """An EMOModel holding Hallo's weights, loaded strictly.
+def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, vae=None, wav2vec2=None,
+                      seed: int = 0):
+    """An EMOModel holding Hallo's weights (copied in), loaded strictly.
 
-    state: Hallo's `net.pth` state dict; vae_state / audio_encoder_state: diffusers
-    AutoencoderKL and transformers Wav2Vec2Model state dicts (freshly initialised when None,
-    which only tests and shape checks should do). Everything else EMO has beyond Hallo keeps
-    its constructor values (`emo.models.initialization.fresh_state`). The model takes the given
-    tensors as its parameters (no copy), so changing one changes the other.
+    state: Hallo's `net.pth` state dict; vae / wav2vec2: files, folders or WeightFiles that
+    `emo.weights.load_components` reads (sd-vae-ft-mse and wav2vec2-base-960h for the real
+    model). Without them the VAE and wav2vec2 get a random initialisation, which only tests and
+    shape checks should use. What EMO has beyond Hallo (speed layers, the ReferenceNet's unused
+    output layers) keeps its constructor values.
     """
     from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     from ..models import EMOModel
-    from ..models.initialization import fresh_state
+    from .assemble import initialise_new_layers
+    from .components import load_components
+    from .layout import put
 
     converted = convert_hallo_state(state)
     with torch.device("meta"):
         model = EMOModel(config)
     expected = model.state_dict()
-    for prefix, part_state, build in (("vae.", vae_state, lambda: AutoencoderKL(**config.vae)),
-                                      ("audio_encoder.", audio_encoder_state,
-                                       lambda: Wav2Vec2Model(Wav2Vec2Config(**config.audio.wav2vec2)))):
-        if part_state is None:
-            logger.warning("Hallo conversion: no %s weights given; using a random initialisation", prefix[:-1])
-            with torch.device("cpu"):
-                part_state = build().state_dict()
-        converted.update({prefix + k: v for k, v in part_state.items()})
-    missing = [k for k in expected if k not in converted]
-    not_fillable = [k for k in missing if not is_extra_to_hallo(k)]
+    missing = [k for k in expected if k not in converted and not is_extra_to_hallo(k)]
     unexpected = [k for k in converted if k not in expected]
     wrong = [f"{k} {tuple(converted[k].shape)} != {tuple(expected[k].shape)}"
              for k in expected if k in converted and converted[k].shape != expected[k].shape]
-    if not_fillable or unexpected or wrong:
+    if missing or unexpected or wrong:
         def show(items):
             return ", ".join(sorted(items)[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
         problems = [f"{label}: {show(items)}" for label, items in
-                    (("missing", not_fillable), ("unexpected", unexpected), ("shape mismatches", wrong)) if items]
+                    (("missing", missing), ("unexpected", unexpected), ("shape mismatches", wrong)) if items]
         raise ValueError(f"Hallo conversion: the weights do not fit the configured model ({'; '.join(problems)}); "
                          "check that the config matches the file (full-size net.pth -> hallo_sd15_config()).")
-    converted.update(fresh_state(model, missing))
-    model.load_state_dict(converted, strict=True, assign=True)
+    put(model, converted)
+    if vae is not None or wav2vec2 is not None:
+        load_components(model, vae=vae, wav2vec2=wav2vec2)
+    for name, source, build in (("vae", vae, lambda: AutoencoderKL(**config.vae)),
+                                ("audio_encoder", wav2vec2,
+                                 lambda: Wav2Vec2Model(Wav2Vec2Config(**config.audio.wav2vec2)))):
+        if source is None:
+            logger.warning("Hallo conversion: no %s weights given; using a random initialisation", name)
+            with torch.device("cpu"):
+                put(model, {f"{name}.{k}": v for k, v in build().state_dict().items()})
+    initialise_new_layers(model, seed=seed)
     return model.eval()
+
+
+def convert_hallo_file(net: str, *, vae, wav2vec2, config: EMOConfig | None = None, seed: int = 0):
+    """Read Hallo's `net.pth` (a pickle, loaded with weights_only=True) and build the model."""
+    from .files import open_weights
+
+    weights = open_weights(net, "Hallo net.pth")
+    return build_hallo_model({k: weights[k] for k in weights}, config or hallo_sd15_config(),
+                             vae=vae, wav2vec2=wav2vec2, seed=seed)

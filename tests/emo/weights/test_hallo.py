@@ -231,3 +231,40 @@ def test_region_masks_partition_the_image():
     assert [m.shape for m in levels["face"]] == [(1, 256), (1, 64), (1, 16), (1, 4)]
     with pytest.raises(ValueError, match="empty"):
         region_masks(torch.zeros(8, 8))
+
+
+def test_net_pth_file_with_vae_and_wav2vec2_files_converts(fixture, tmp_path):
+    """The file path: a net.pth pickle + VAE file + wav2vec2 folder -> checkpoint -> same numbers."""
+    from diffusers import AutoencoderKL
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from emo.checkpoints import load_checkpoint, save_checkpoint
+    from emo.weights.hallo import convert_hallo_file
+    from tests.emo.weights.formats import save_pickle, save_safetensors
+
+    config = fixture["config"]
+    torch.manual_seed(3)
+    vae_state = AutoencoderKL(**config.vae).state_dict()
+    wav2vec2 = Wav2Vec2Model(Wav2Vec2Config(**config.audio.wav2vec2))
+    wav2vec2.save_pretrained(tmp_path / "wav2vec2")
+    net = save_pickle(fixture["weights"], tmp_path / "net.pth")
+    vae = save_safetensors(vae_state, tmp_path / "vae.safetensors")
+    model = convert_hallo_file(str(net), vae=str(vae), wav2vec2=str(tmp_path / "wav2vec2"), config=config)
+    assert torch.equal(model.vae.decoder.conv_out.weight, vae_state["decoder.conv_out.weight"])
+    assert torch.equal(model.audio_encoder.feature_projection.projection.weight,
+                       wav2vec2.feature_projection.projection.weight)
+    path = save_checkpoint(model, tmp_path / "hallo_emo.safetensors")
+    reloaded = load_checkpoint(path)
+    assert reloaded.config.hallo is not None
+    noise = _one_step(reloaded, fixture["t"], fixture["meta"])["noise"]
+    _close(noise, fixture["t"]["output.noise_pred"], 1e-4, 1e-4)
+
+
+def test_convert_command_errors_are_one_line(tmp_path, capsys):
+    from emo.cli import main
+
+    code = main(["convert", "--from", "hallo", "--in", str(tmp_path / "net.pth"), "--vae", "v",
+                 "--wav2vec", "w", "--out", str(tmp_path / "out.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "net.pth" in err
+    assert not (tmp_path / "out.safetensors").exists()
