@@ -19,13 +19,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import EMOConfig
+from .keys import mismatch
 from .models import EMOModel
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "emo-checkpoint"
 FORMAT_VERSION = "1"
-_SHOW = 8  # how many offending keys an error lists
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -42,12 +42,6 @@ def parse_dtype(precision: str | torch.dtype | None) -> torch.dtype | None:
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message says why and what to do."""
-
-
-def _listing(keys) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:_SHOW])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > _SHOW else shown
 
 
 def save_checkpoint(model: EMOModel, path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
@@ -121,20 +115,10 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     with safe_open(str(path), framework="pt") as handle:
         found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-    missing = expected.keys() - found.keys()
-    unexpected = found.keys() - expected.keys()
-    wrong_shape = [f"{k} {found[k]} != {expected[k]}" for k in expected.keys() & found.keys()
-                   if found[k] != expected[k]]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if wrong_shape:
-            parts.append(f"shape mismatches: {_listing(wrong_shape)}")
+    problems = mismatch(expected, found)
+    if problems:
         raise CheckpointError(
-            f"{path} does not match the EMO model its config describes ({'; '.join(parts)}). "
+            f"{path} does not match the EMO model its config describes ({problems}). "
             f"Expected config: {config.to_json()}. Re-create the file with this version's "
             "`python -m emo new-checkpoint/convert/assemble`."
         )
@@ -148,7 +132,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     model.load_state_dict(state, strict=True, assign=True)
     leftovers = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftovers:  # a buffer that is not saved would stay unallocated: a bug, not a user error
-        raise RuntimeError(f"load_checkpoint: tensors left on the meta device: {leftovers[:_SHOW]}")
+        raise RuntimeError(f"load_checkpoint: tensors left on the meta device: {leftovers[:8]}")
     return model.eval()
 
 

@@ -27,20 +27,14 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ..keys import listing
+
 logger = logging.getLogger(__name__)
 
-_SHOW = 8  # how many keys an error lists
 
 
 class WeightFileError(ValueError):
     """A weights file or folder that cannot be used; the message names it and says why."""
-
-
-def listing(items: Iterable[str], show: int = _SHOW) -> str:
-    """'a, b, c, ... (N in all)' for error messages."""
-    items = sorted(items)
-    shown = ", ".join(items[:show])
-    return f"{shown}, ... ({len(items)} in all)" if len(items) > show else shown
 
 
 def _first_line(error: BaseException) -> str:

@@ -186,6 +186,7 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, v
     from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+    from ..keys import mismatch
     from ..models import EMOModel
     from .assemble import initialise_new_layers
     from .components import load_components
@@ -194,17 +195,10 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, v
     converted = convert_hallo_state(state)
     with torch.device("meta"):
         model = EMOModel(config)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in converted and not is_extra_to_hallo(k)]
-    unexpected = [k for k in converted if k not in expected]
-    wrong = [f"{k} {tuple(converted[k].shape)} != {tuple(expected[k].shape)}"
-             for k in expected if k in converted and converted[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        def show(items):
-            return ", ".join(sorted(items)[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-        problems = [f"{label}: {show(items)}" for label, items in
-                    (("missing", missing), ("unexpected", unexpected), ("shape mismatches", wrong)) if items]
-        raise ValueError(f"Hallo conversion: the weights do not fit the configured model ({'; '.join(problems)}); "
+    problems = mismatch({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                        {k: tuple(v.shape) for k, v in converted.items()}, may_be_missing=is_extra_to_hallo)
+    if problems:
+        raise ValueError(f"Hallo conversion: the weights do not fit the configured model ({problems}); "
                          "check that the config matches the file (full-size net.pth -> hallo_sd15_config()).")
     put(model, converted)
     if vae is not None or wav2vec2 is not None:

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import WeightFileError, listing
+from ..keys import mismatch
+from .files import WeightFileError
 
 Shape = tuple[int, ...]
 
@@ -86,25 +87,14 @@ def check(plan: Plan, expected: Mapping[str, Shape], *, expected_text: str,
     """Raise a WeightFileError listing every difference between the plan and `expected`
     (component key -> shape); keys in `allow_missing` may stay unfilled."""
     allowed = set(allow_missing)
-    provided = plan.keys()
-    missing = expected.keys() - provided - allowed
-    unexpected = (provided - expected.keys()) | plan.unused
     shapes = {**plan.shapes, **{k: tuple(t.shape) for k, t in plan.computed.items()}}
-    wrong = [f"{k} file {list(shapes[k])} != model {list(expected[k])}"
-             for k in sorted(expected.keys() & provided) if shapes[k] != tuple(expected[k])]
-    if not (missing or unexpected or wrong):
+    problems = mismatch(expected, shapes, may_be_missing=allowed.__contains__, also_unexpected=plan.unused)
+    if not problems:
         return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys: {listing(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys: {listing(unexpected)}")
-    if wrong:
-        parts.append(f"{len(wrong)} shape mismatches: {listing(wrong, 4)}")
     found = f" The file looks like {plan.found}." if plan.found else ""
     raise WeightFileError(
         f"{plan.what}: {plan.path} does not fit; expected {expected_text}.{found} "
-        + "; ".join(parts) + ". Give the file the component was made for."
+        + problems + ". Give the file the component was made for."
     )
 
 
