@@ -92,8 +92,10 @@ class Progress:
     num_clips: int
     step: int  # steps finished in this clip (1..num_steps)
     num_steps: int
-    # The clip's current latents, (1, 4, f, h, w) (for previews; do not modify).
+    # The clip's current latents, (1, 4, f, h, w), and the scheduler's estimate of the clean
+    # latents when it gives one (DDIM, DPM-Solver, ...): for previews; do not modify.
     latents: torch.Tensor | None = None
+    denoised: torch.Tensor | None = None
 
     @property
     def fraction(self) -> float:
@@ -406,9 +408,11 @@ class EMOPipeline:
             if conditions["reference_rows"] is not None:
                 uncond, cond = prediction.chunk(2)
                 prediction = uncond + s.guidance_scale * (cond - uncond)
-            latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
+            step = scheduler.step(prediction, t, latents, **step_kwargs)
+            latents = step.prev_sample
             if callback is not None:
-                callback(Progress(clip=clip, num_clips=clips, step=i + 1, num_steps=s.steps, latents=latents))
+                callback(Progress(clip=clip, num_clips=clips, step=i + 1, num_steps=s.steps, latents=latents,
+                                  denoised=getattr(step, "pred_original_sample", None)))
         return latents
 
     def _predict(self, x: torch.Tensor, t, tokens, conditions: dict, batched: bool) -> torch.Tensor:

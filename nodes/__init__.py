@@ -4,7 +4,7 @@ the display names are the ones the documentation and workflows use."""
 
 from . import comfy_services
 from .audio import EMOAudioEncode
-from .model import EMOModelLoader
+from .model import EMOComponentLoader, EMOHalloLoader, EMOModelLoader
 from .reference import EMOFaceRegionMask, EMOLoadReference
 from .sampler import EMOSampler
 from .speed import EMOSpeedControl
@@ -15,6 +15,8 @@ comfy_services.register_model_folder()
 # class id -> class, in pipeline order (the order the node library lists them).
 NODE_CLASS_MAPPINGS = {
     "EMOModelLoader": EMOModelLoader,
+    "EMOComponentLoader": EMOComponentLoader,
+    "EMOHalloLoader": EMOHalloLoader,
     "EMOLoadReference": EMOLoadReference,
     "EMOAudioEncode": EMOAudioEncode,
     "EMOFaceRegionMask": EMOFaceRegionMask,
@@ -25,6 +27,8 @@ NODE_CLASS_MAPPINGS = {
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOModelLoader": "EMOModelLoader",
+    "EMOComponentLoader": "EMOComponentLoader",
+    "EMOHalloLoader": "EMOHalloLoader",
     "EMOLoadReference": "LoadReference",
     "EMOAudioEncode": "AudioEncode",
     "EMOFaceRegionMask": "FaceRegionMask",

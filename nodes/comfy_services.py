@@ -5,11 +5,13 @@ paths), `comfy.model_management` (devices, freeing memory, interruption), `comfy
 (progress bar), `comfy_api` (the core VIDEO type) and `server.PromptServer` (messages to the
 browser). Outside ComfyUI (tests, scripts) every function has a plain fallback:
 
-- model files: the folders set with `set_models_dir()` or the `EMO_MODELS_DIR` environment
-  variable (os.pathsep-separated);
+- model files: EMO checkpoints from the folders set with `set_models_dir()` or the
+  `EMO_MODELS_DIR` environment variable (os.pathsep-separated); other kinds ('checkpoints',
+  'vae', 'audio_encoders', 'hallo', ...) from `set_model_folders(kind, ...)`, else
+  `models/<kind>` under the working directory;
 - output/temp folders: `set_output_directories()` or `EMO_OUTPUT_DIR` / `EMO_TEMP_DIR`;
 - device: CUDA, then MPS, then CPU;
-- progress: a no-op bar that remembers its last value (tests read it);
+- progress: a no-op bar that remembers its last value (tests read it); latent previews on;
 - interruption: a flag set with `request_interrupt()`; `check_interrupted()` then raises
   `Interrupted`, a `emo.pipeline.GenerationCancelled`.
 
@@ -36,7 +38,13 @@ from emo.pipeline import GenerationCancelled
 logger = logging.getLogger(__name__)
 
 MODEL_FOLDER = "emo"  # ComfyUI/models/emo, also a key for extra_model_paths.yaml
+HALLO_FOLDER = "hallo"  # ComfyUI/models/hallo: Hallo's net.pth, for EMOHalloLoader
 CHECKPOINT_EXTENSIONS = {".safetensors"}
+# What emo.weights reads: safetensors and PyTorch pickles (recognised by content, not name).
+WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin"}
+# The folders this pack registers with ComfyUI, and the files listed from them. Other kinds
+# (checkpoints, vae, audio_encoders, animatediff_models) belong to ComfyUI or other packs.
+OWN_FOLDERS = {MODEL_FOLDER: CHECKPOINT_EXTENSIONS, HALLO_FOLDER: WEIGHT_EXTENSIONS}
 
 
 # ---- finding ComfyUI --------------------------------------------------------------------
@@ -82,65 +90,134 @@ def in_comfyui() -> bool:
 _comfyui_found: bool | None = None
 
 
-# ---- model folder -----------------------------------------------------------------------
-_models_dirs: list[Path] | None = None
+# ---- model folders ------------------------------------------------------------------------
+# A "kind" is a ComfyUI model-folder key: 'emo', 'hallo', 'checkpoints', 'vae', 'audio_encoders',
+# 'animatediff_models' (ComfyUI-AnimateDiff-Evolved's key for motion modules).
+_folder_overrides: dict[str, list[Path]] = {}
+
+
+def set_model_folders(kind: str, *folders: str | os.PathLike) -> None:
+    """Outside ComfyUI: the folders to list models of one kind from (none: back to the default,
+    `models/<kind>` under the working directory, or EMO_MODELS_DIR for 'emo')."""
+    if folders:
+        _folder_overrides[kind] = [Path(f) for f in folders]
+    else:
+        _folder_overrides.pop(kind, None)
+
+
+def reset_model_folders() -> None:
+    """Outside ComfyUI: every kind back to its default folder."""
+    _folder_overrides.clear()
 
 
 def set_models_dir(*folders: str | os.PathLike) -> None:
     """Outside ComfyUI: the folders to list EMO checkpoints from (none: back to the default)."""
-    global _models_dirs
-    _models_dirs = [Path(f) for f in folders] or None
+    set_model_folders(MODEL_FOLDER, *folders)
 
 
 def register_model_folder() -> None:
-    """Make ComfyUI list `models/emo` (and any `emo:` paths from extra_model_paths.yaml).
+    """Make ComfyUI list `models/emo` and `models/hallo` (and any `emo:` / `hallo:` paths from
+    extra_model_paths.yaml).
 
-    ComfyUI reads extra_model_paths.yaml before it imports custom nodes; an `emo:` entry there
-    creates the folder key with no extension filter, so the default folder is added in front
-    and the filter set here. Safe to call more than once.
+    ComfyUI reads extra_model_paths.yaml before it imports custom nodes; an entry there creates
+    the folder key with no extension filter, so the default folder is added in front and the
+    filter set here. Safe to call more than once.
     """
     folder_paths = _comfy_module("folder_paths")
     if folder_paths is None:
         return
-    default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
-    known = folder_paths.folder_names_and_paths.get(MODEL_FOLDER)
-    if known is None:
-        folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], set(CHECKPOINT_EXTENSIONS))
-        return
-    paths, extensions = known
-    if default not in paths:
-        paths.insert(0, default)
-    folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, set(extensions) | CHECKPOINT_EXTENSIONS)
+    for kind, wanted in OWN_FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, kind)
+        known = folder_paths.folder_names_and_paths.get(kind)
+        if known is None:
+            folder_paths.folder_names_and_paths[kind] = ([default], set(wanted))
+            continue
+        paths, extensions = known
+        if default not in paths:
+            paths.insert(0, default)
+        folder_paths.folder_names_and_paths[kind] = (paths, set(extensions) | wanted)
 
 
-def model_folders() -> list[Path]:
-    """Where EMO checkpoints are looked for, in order."""
+def _registered(folder_paths, kind: str) -> bool:
+    return folder_paths is not None and kind in folder_paths.folder_names_and_paths
+
+
+def model_folders(kind: str = MODEL_FOLDER) -> list[Path]:
+    """Where models of `kind` are looked for, in order. Inside ComfyUI a kind nobody registered
+    (no AnimateDiff pack installed, an older ComfyUI without audio_encoders) is looked for in its
+    usual place, models/<kind>, without registering another pack's key."""
     folder_paths = _comfy_module("folder_paths")
     if folder_paths is not None:
         register_model_folder()
-        return [Path(p) for p in folder_paths.get_folder_paths(MODEL_FOLDER)]
-    if _models_dirs is not None:
-        return list(_models_dirs)
-    env = os.environ.get("EMO_MODELS_DIR")
+        if _registered(folder_paths, kind):
+            return [Path(p) for p in folder_paths.get_folder_paths(kind)]
+        return [Path(folder_paths.models_dir) / kind]
+    if kind in _folder_overrides:
+        return list(_folder_overrides[kind])
+    env = os.environ.get("EMO_MODELS_DIR") if kind == MODEL_FOLDER else None
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    return [Path.cwd() / "models" / MODEL_FOLDER]
+    return [Path.cwd() / "models" / kind]
+
+
+def _files_in(folders: list[Path]) -> list[str]:
+    names = set()
+    for folder in folders:
+        if folder.is_dir():
+            for path in folder.rglob("*"):
+                if path.is_file() and ".git" not in path.relative_to(folder).parts:
+                    names.add(path.relative_to(folder).as_posix())
+    return sorted(names)
+
+
+def list_model_files(kind: str, extensions: set[str] | None = None, *, hf_folders: bool = False) -> list[str]:
+    """Model names of `kind`: paths relative to their folder, '/'-separated, sorted.
+
+    extensions: the file types listed (default WEIGHT_EXTENSIONS).
+    hf_folders: a subfolder holding a config.json (a Hugging Face or diffusers model,
+        such as wav2vec2-base-960h) is listed once, as 'name/', instead of its weight files.
+    """
+    extensions = WEIGHT_EXTENSIONS if extensions is None else extensions
+    folder_paths = _comfy_module("folder_paths")
+    folders = model_folders(kind)
+    if _registered(folder_paths, kind):
+        names = folder_paths.get_filename_list(kind)  # ComfyUI's cached listing
+    else:
+        names = _files_in(folders)
+    names = [n for n in names if os.path.splitext(n)[1].lower() in extensions]
+    if not hf_folders:
+        return sorted(names)
+    listed = set()
+    for name in names:
+        parent = os.path.dirname(name)
+        if parent and any((folder / parent / "config.json").is_file() for folder in folders):
+            listed.add(Path(parent).as_posix() + "/")
+        else:
+            listed.add(name)
+    return sorted(listed)
+
+
+def resolve_model_file(kind: str, name: str, node: str) -> Path:
+    """The file (or, for a 'name/' entry, the model folder) behind a name from
+    `list_model_files`; FileNotFoundError starting with `node` if there is none."""
+    relative = Path(os.path.normpath("/" + name)).relative_to("/")  # no escaping the folder
+    is_folder = name.endswith("/")
+    folders = model_folders(kind)
+    for folder in folders:
+        candidate = folder / relative
+        if (candidate / "config.json").is_file() if is_folder else candidate.is_file():
+            return candidate
+    shown = ", ".join(str(f) for f in folders) or "(none)"
+    raise FileNotFoundError(
+        f"{node}: {name!r} not found in the {kind} model folders ({shown}); put the "
+        f"{'model folder' if is_folder else 'file'} there (or list more folders under '{kind}:' in "
+        "extra_model_paths.yaml) and refresh the page"
+    )
 
 
 def list_checkpoints() -> list[str]:
-    """Checkpoint names (paths relative to their model folder, '/'-separated), sorted."""
-    folder_paths = _comfy_module("folder_paths")
-    if folder_paths is not None:
-        register_model_folder()
-        return [name for name in folder_paths.get_filename_list(MODEL_FOLDER)
-                if os.path.splitext(name)[1].lower() in CHECKPOINT_EXTENSIONS]
-    names = set()
-    for folder in model_folders():
-        if folder.is_dir():
-            for path in folder.rglob("*"):
-                if path.is_file() and path.suffix.lower() in CHECKPOINT_EXTENSIONS:
-                    names.add(path.relative_to(folder).as_posix())
-    return sorted(names)
+    """EMO checkpoint names (paths relative to their model folder, '/'-separated), sorted."""
+    return list_model_files(MODEL_FOLDER, CHECKPOINT_EXTENSIONS)
 
 
 def resolve_checkpoint(name: str) -> Path:
@@ -248,16 +325,35 @@ class Progress:
         self._bar = utils.ProgressBar(total) if utils is not None else None
 
     def update_absolute(self, value: int, total: int | None = None, preview_image=None) -> None:
-        """preview_image: a PIL image shown on the node (ComfyUI scales it to <= 512 px)."""
+        """preview_image: a PIL image shown on the node (ComfyUI scales it down to its
+        --preview-size, 512 px by default)."""
         if total is not None:
             self.total = total
         self.current = min(value, self.total)
         preview = None
         if preview_image is not None:
             self.previews += 1
-            preview = ("JPEG", preview_image, 512)
+            preview = ("JPEG", preview_image, preview_size())  # what ComfyUI's own previewers send
         if self._bar is not None:
             self._bar.update_absolute(self.current, self.total, preview)
+
+
+def _cli_arg(name: str, default=None):
+    cli_args = _comfy_module("comfy.cli_args")
+    return getattr(getattr(cli_args, "args", None), name, default)
+
+
+def latent_previews_enabled() -> bool:
+    """False when ComfyUI runs with --preview-method none (then samplers send no per-step
+    previews, as its KSampler does); True otherwise and outside ComfyUI."""
+    method = _cli_arg("preview_method")
+    return getattr(method, "value", method) != "none"  # an enum in ComfyUI
+
+
+def preview_size() -> int:
+    """ComfyUI's --preview-size: the longest side of a progress preview (default 512)."""
+    size = _cli_arg("preview_size", 512)
+    return size if isinstance(size, int) and size > 0 else 512
 
 
 class Interrupted(GenerationCancelled):
@@ -357,8 +453,7 @@ def _expand_prefix(prefix: str, width: int, height: int) -> str:
 
 def metadata_disabled() -> bool:
     """ComfyUI's --disable-metadata flag (no workflow in saved files)."""
-    cli_args = _comfy_module("comfy.cli_args")
-    return bool(getattr(getattr(cli_args, "args", None), "disable_metadata", False))
+    return bool(_cli_arg("disable_metadata", False))
 
 
 def video_from_file(path: str | os.PathLike) -> Any | None:

@@ -1,4 +1,11 @@
-"""EMOModelLoader: an EMO checkpoint from models/emo -> EMO_MODEL."""
+"""Model loaders -> EMO_MODEL:
+
+- EMOModelLoader: an EMO checkpoint from models/emo;
+- EMOComponentLoader: a new EMO model built from SD1.5, VAE, wav2vec2 and AnimateDiff files
+  (`emo.weights.assemble`; a starting point for training, not a lip-syncing model);
+- EMOHalloLoader: Hallo's released net.pth + VAE + wav2vec2, run in Hallo mode
+  (`emo.weights.hallo`).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,23 @@ from pathlib import Path
 import torch
 
 from emo.checkpoints import CheckpointError, load_checkpoint
+from emo.config import EMOConfig
 from emo.models import EMOModel
 from emo.pipeline import EMOPipeline
+from emo.weights import assemble
+from emo.weights.hallo import convert_hallo_file
 
 from . import comfy_services as services
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+# The model folders the loaders list (ComfyUI keys). AnimateDiff-Evolved registers
+# 'animatediff_models' for motion modules (animatediff/utils_model.py, Folders.ANIMATEDIFF_MODELS).
+CHECKPOINTS, VAES, AUDIO_ENCODERS, MOTION_MODULES = "checkpoints", "vae", "audio_encoders", "animatediff_models"
+VAE_FROM_CHECKPOINT = "(from the SD1.5 checkpoint)"
+NO_MOTION_MODULE = "none"
 
 
 @dataclass(eq=False)
@@ -65,10 +81,27 @@ class EMOModelHandle:
             services.empty_cache()
 
 
+def _check_precision(node: str, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"{node}: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def _on_device(node: str, model: EMOModel, name: str, dtype: torch.dtype, device: torch.device,
+               info: dict) -> EMOModelHandle:
+    """A model built on the CPU -> a handle with the model on `device` in `dtype`."""
+    model.to(dtype=dtype)
+    handle = EMOModelHandle(model=model, name=name, load_device=device, offload_device=services.offload_device(),
+                            dtype=dtype, info=info)
+    if device.type != "cpu":
+        services.make_room(device, int(handle.size_bytes() * 1.3))
+        model.to(device)
+    logger.info("%s: %s (%s) on %s as %s", node, name, model.config.name, device, dtype)
+    return handle
+
+
 def load_model(ckpt_name: str, precision: str = "auto") -> EMOModelHandle:
     """Load a checkpoint by name from the EMO model folders (the loader node's body)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"EMOModelLoader: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    _check_precision("EMOModelLoader", precision)
     path = services.resolve_checkpoint(ckpt_name)
     device = services.torch_device()
     dtype = services.pick_dtype(precision, device)
@@ -115,3 +148,162 @@ class EMOModelLoader:
 
     def load(self, ckpt_name: str, precision: str = "auto"):
         return (load_model(ckpt_name, precision),)
+
+
+# ---- EMOComponentLoader ---------------------------------------------------------------------------
+COMPONENT_NODE = "EMOComponentLoader"
+NEW_LAYERS_WARNING = (
+    "the audio projection, speed and face-locator layers (and the temporal layers a motion module does "
+    "not provide) are freshly initialised: this model is a starting point for training, or for testing "
+    "a graph; it does not lip-sync"
+)
+
+
+def build_from_components(ckpt_name: str, vae_name: str, wav2vec2_name: str, motion_module_name: str,
+                          precision: str = "auto", seed: int = 0, *, preset: str | EMOConfig = "sd15"
+                          ) -> EMOModelHandle:
+    """EMOComponentLoader's body: assemble an EMO model (architecture `preset`; tests pass 'tiny')
+    from files in ComfyUI's checkpoints / vae / audio_encoders / animatediff_models folders."""
+    _check_precision(COMPONENT_NODE, precision)
+    sd15 = services.resolve_model_file(CHECKPOINTS, ckpt_name, COMPONENT_NODE)
+    vae = None if vae_name == VAE_FROM_CHECKPOINT else services.resolve_model_file(VAES, vae_name, COMPONENT_NODE)
+    wav2vec2 = services.resolve_model_file(AUDIO_ENCODERS, wav2vec2_name, COMPONENT_NODE)
+    motion = (None if motion_module_name == NO_MOTION_MODULE
+              else services.resolve_model_file(MOTION_MODULES, motion_module_name, COMPONENT_NODE))
+    device = services.torch_device()
+    dtype = services.pick_dtype(precision, device)
+    try:
+        # Built on the CPU in the target dtype (a full-size model is ~9 GB in fp32), then moved.
+        model, report = assemble(preset, sd15=sd15, vae=vae, wav2vec2=wav2vec2, motion_module=motion, seed=seed,
+                                 dtype=dtype)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{COMPONENT_NODE}: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"{COMPONENT_NODE}: {error}") from error
+    logger.warning("%s: %s", COMPONENT_NODE, NEW_LAYERS_WARNING)
+    info = {"mode": "assembled", "sources": {k: str(v) for k, v in report.sources.items()},
+            "notes": list(report.notes), "warnings": list(report.warnings), "seed": seed}
+    return _on_device(COMPONENT_NODE, model, f"EMO from {sd15.name}", dtype, device, info)
+
+
+class EMOComponentLoader:
+    DESCRIPTION = (
+        "Builds an EMO model inside ComfyUI from files you already have: an SD1.5 checkpoint (its UNet "
+        "becomes the ReferenceNet and the backbone), a VAE, wav2vec2 and optionally an AnimateDiff "
+        "motion module. The audio projection, speed and face-locator layers are freshly initialised, "
+        "so this model is a starting point for training (or for testing a graph), not a lip-syncing "
+        "model: its videos will not follow the voice. For talking videos load a trained checkpoint "
+        "with EMOModelLoader, or Hallo's weights with EMOHalloLoader."
+    )
+    CATEGORY = "EMO"
+    FUNCTION = "load"
+    RETURN_TYPES = ("EMO_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("An untrained EMO model (pretrained parts, new audio/speed/face layers).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ckpt_name": (services.list_model_files(CHECKPOINTS), {
+                    "tooltip": "An SD1.5 checkpoint from ComfyUI/models/checkpoints (e.g. "
+                               "v1-5-pruned-emaonly.safetensors); its UNet fills the ReferenceNet and "
+                               "the backbone.",
+                }),
+                "vae_name": ([VAE_FROM_CHECKPOINT, *services.list_model_files(VAES, hf_folders=True)], {
+                    "default": VAE_FROM_CHECKPOINT,
+                    "tooltip": "A VAE from ComfyUI/models/vae (e.g. vae-ft-mse-840000-ema-pruned), or the "
+                               "one inside the SD1.5 checkpoint.",
+                }),
+                "wav2vec2_name": (services.list_model_files(AUDIO_ENCODERS, hf_folders=True), {
+                    "tooltip": "wav2vec2-base-960h from ComfyUI/models/audio_encoders: a single weights "
+                               "file, or a Hugging Face folder (config.json + weights, listed as 'name/').",
+                }),
+                "motion_module_name": ([NO_MOTION_MODULE, *services.list_model_files(MOTION_MODULES)], {
+                    "default": NO_MOTION_MODULE,
+                    "tooltip": "An AnimateDiff SD1.5 motion module (mm_sd_v15_v2.ckpt, ...) from "
+                               "ComfyUI/models/animatediff_models; none: new temporal layers that "
+                               "start as a no-op.",
+                }),
+                "precision": (list(PRECISIONS), {
+                    "default": "auto",
+                    "tooltip": "Weight precision. auto: fp32 on the CPU, bf16 on GPUs that support it, "
+                               "else fp16.",
+                }),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": False,
+                    "tooltip": "Seed of the new layers' initialisation; keep it fixed so ComfyUI reuses "
+                               "the built model.",
+                }),
+            },
+        }
+
+    def load(self, ckpt_name, vae_name, wav2vec2_name, motion_module_name, precision="auto", seed=0):
+        return (build_from_components(ckpt_name, vae_name, wav2vec2_name, motion_module_name, precision, seed),)
+
+
+# ---- EMOHalloLoader --------------------------------------------------------------------------------
+HALLO_NODE = "EMOHalloLoader"
+
+
+def load_hallo(net_name: str, vae_name: str, wav2vec2_name: str, precision: str = "auto", *,
+               config: EMOConfig | None = None) -> EMOModelHandle:
+    """EMOHalloLoader's body: Hallo's net.pth from models/hallo + VAE + wav2vec2 -> a model in
+    Hallo mode. `config`: the architecture (default Hallo's released one; tests pass a tiny one)."""
+    _check_precision(HALLO_NODE, precision)
+    net = services.resolve_model_file(services.HALLO_FOLDER, net_name, HALLO_NODE)
+    vae = services.resolve_model_file(VAES, vae_name, HALLO_NODE)
+    wav2vec2 = services.resolve_model_file(AUDIO_ENCODERS, wav2vec2_name, HALLO_NODE)
+    device = services.torch_device()
+    dtype = services.pick_dtype(precision, device)
+    try:
+        model = convert_hallo_file(str(net), vae=vae, wav2vec2=wav2vec2, config=config, dtype=dtype)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{HALLO_NODE}: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"{HALLO_NODE}: {error}") from error
+    info = {"mode": "hallo", "sources": {"net": str(net), "vae": str(vae), "wav2vec2": str(wav2vec2)}}
+    return _on_device(HALLO_NODE, model, f"Hallo {net.name}", dtype, device, info)
+
+
+class EMOHalloLoader:
+    DESCRIPTION = (
+        "Loads Hallo's released weights (fudan-generative-vision/hallo, MIT): net.pth from "
+        "ComfyUI/models/hallo plus the VAE (sd-vae-ft-mse) and wav2vec2-base-960h it was trained with. "
+        "The model runs in Hallo mode (16-frame clips, 2 motion frames, zero-SNR v-prediction). Without "
+        "an insightface face embedding the identity comes from the reference image alone. Converting "
+        "is slow; converting once with `python -m emo convert --from hallo ...` into ComfyUI/models/emo "
+        "and using EMOModelLoader loads faster."
+    )
+    CATEGORY = "EMO"
+    FUNCTION = "load"
+    RETURN_TYPES = ("EMO_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("Hallo as an EMO model (Hallo mode): connect it to AudioEncode and EMOSampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "net_name": (services.list_model_files(services.HALLO_FOLDER), {
+                    "tooltip": "Hallo's net.pth (pretrained_models/hallo/net.pth) in ComfyUI/models/hallo "
+                               "(or a 'hallo:' folder of extra_model_paths.yaml).",
+                }),
+                "vae_name": (services.list_model_files(VAES, hf_folders=True), {
+                    "tooltip": "The VAE Hallo uses, sd-vae-ft-mse, from ComfyUI/models/vae (a file or a "
+                               "diffusers folder).",
+                }),
+                "wav2vec2_name": (services.list_model_files(AUDIO_ENCODERS, hf_folders=True), {
+                    "tooltip": "wav2vec2-base-960h from ComfyUI/models/audio_encoders: a single weights "
+                               "file, or a Hugging Face folder (config.json + weights, listed as 'name/').",
+                }),
+                "precision": (list(PRECISIONS), {
+                    "default": "auto",
+                    "tooltip": "Weight precision. auto: fp32 on the CPU, bf16 on GPUs that support it, "
+                               "else fp16.",
+                }),
+            },
+        }
+
+    def load(self, net_name, vae_name, wav2vec2_name, precision="auto"):
+        return (load_hallo(net_name, vae_name, wav2vec2_name, precision),)

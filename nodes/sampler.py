@@ -58,6 +58,34 @@ def align_mask(mask: torch.Tensor, reference: EMOReference) -> torch.Tensor:
     )
 
 
+# Latent -> RGB without the VAE, for per-step previews: ComfyUI's factors for SD1.5 latents
+# (comfy/latent_formats.py, class SD15, `latent_rgb_factors`: a linear approximation of what the
+# SD VAE decodes, one row per latent channel, used by its Latent2RGB previewer). They apply to the
+# scaled latents the UNet sees (VAE latents x 0.18215), which is what the pipeline denoises; EMO
+# and Hallo use the SD1.5 VAE. The pipeline reports the current noisy latents, not ComfyUI's
+# predicted x0, so early previews are grainier than KSampler's.
+SD15_LATENT_RGB = (
+    #   R        G        B
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+
+
+def latent_preview(latents: torch.Tensor):
+    """A clip's latents (1, 4, f, h, w) -> a PIL image (h x w) of its middle frame, as ComfyUI's
+    Latent2RGB previewer makes them: a fixed 4x3 projection mapped from -1..1 to 0..1. Costs one
+    tiny matmul and an (h, w, 3) copy to the CPU, not a VAE decode. None for latents with another
+    channel count (not an SD latent space)."""
+    if latents.dim() != 5 or latents.shape[1] != len(SD15_LATENT_RGB):
+        return None
+    frame = latents[0, :, latents.shape[2] // 2].float()  # (4, h, w)
+    factors = torch.tensor(SD15_LATENT_RGB, device=frame.device)  # (4, 3)
+    rgb = torch.einsum("chw,cr->hwr", frame, factors)  # (h, w, 3), about -1..1
+    return to_pil((rgb + 1) / 2)
+
+
 def _check_speed_range(speed: EMOSpeed, model: EMOModelHandle) -> None:
     config = model.model.config.speed
     low = min(c - r for c, r in zip(config.bucket_centers, config.bucket_radii))
@@ -100,9 +128,14 @@ def sample(model: EMOModelHandle, reference: EMOReference, audio_features: Audio
                                   motion_frames=motion_frames, steps=steps, guidance_scale=cfg,
                                   seed=seed, scheduler=scheduler)
     progress = services.Progress(clips * steps)
+    previews = services.latent_previews_enabled()
 
     def on_step(p) -> None:
-        progress.update_absolute(p.clip * p.num_steps + p.step)
+        # Each step: the middle frame of the clip being denoised (noisy early, sharper later);
+        # each finished clip below: its last decoded frame.
+        shown = p.denoised if p.denoised is not None else p.latents  # clean estimate looks like the result
+        preview = latent_preview(shown) if previews and shown is not None else None
+        progress.update_absolute(p.clip * p.num_steps + p.step, preview_image=preview)
 
     def should_cancel() -> bool:
         services.check_interrupted()  # raises ComfyUI's own interrupt inside ComfyUI

@@ -39,9 +39,9 @@ def cmd_convert(args) -> None:
         raise ValueError(f"--out must end in .safetensors, got {out.name!r}")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the output folder {out.parent} does not exist; create it first")
-    model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec)
     dtype = None if args.precision == "fp32" else args.precision
-    path = save_checkpoint(model, out, dtype=dtype, description=(
+    model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec, dtype=dtype)
+    path = save_checkpoint(model, out, description=(
         f"Hallo (fudan-generative-vision/hallo, MIT) converted from {Path(args.input).name}, VAE "
         f"{Path(args.vae).name}, wav2vec2 {Path(args.wav2vec).name}; runs in Hallo mode"))
     print(f"wrote {path} (Hallo mode: 16-frame clips, 2 motion frames, zero-SNR v-prediction DDIM)")

@@ -174,14 +174,16 @@ def is_extra_to_hallo(key: str) -> bool:
 
 
 def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, vae=None, wav2vec2=None,
-                      seed: int = 0):
+                      seed: int = 0, dtype: torch.dtype | str | None = None):
     """An EMOModel holding Hallo's weights (copied in), loaded strictly.
 
     state: Hallo's `net.pth` state dict; vae / wav2vec2: files, folders or WeightFiles that
     `emo.weights.load_components` reads (sd-vae-ft-mse and wav2vec2-base-960h for the real
     model). Without them the VAE and wav2vec2 get a random initialisation, which only tests and
     shape checks should use. What EMO has beyond Hallo (speed layers, the ReferenceNet's unused
-    output layers) keeps its constructor values.
+    output layers) keeps its constructor values. `dtype` is that of every floating tensor
+    (default fp32); the model is built in it directly, so a full-size fp16 conversion never
+    holds an fp32 copy.
     """
     from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2Model
@@ -192,9 +194,14 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, v
     from .components import load_components
     from .layout import put
 
+    from ..checkpoints import parse_dtype
+
     converted = convert_hallo_state(state)
     with torch.device("meta"):
         model = EMOModel(config)
+    dtype = parse_dtype(dtype)
+    if dtype is not None:
+        model = model.to(dtype)
     problems = mismatch({k: tuple(v.shape) for k, v in model.state_dict().items()},
                         {k: tuple(v.shape) for k, v in converted.items()}, may_be_missing=is_extra_to_hallo)
     if problems:
@@ -214,10 +221,11 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, v
     return model.eval()
 
 
-def convert_hallo_file(net: str, *, vae, wav2vec2, config: EMOConfig | None = None, seed: int = 0):
+def convert_hallo_file(net: str, *, vae, wav2vec2, config: EMOConfig | None = None, seed: int = 0,
+                       dtype: torch.dtype | str | None = None):
     """Read Hallo's `net.pth` (a pickle, loaded with weights_only=True) and build the model."""
     from .files import open_weights
 
     weights = open_weights(net, "Hallo net.pth")
     return build_hallo_model({k: weights[k] for k in weights}, config or hallo_sd15_config(),
-                             vae=vae, wav2vec2=wav2vec2, seed=seed)
+                             vae=vae, wav2vec2=wav2vec2, seed=seed, dtype=dtype)

@@ -47,7 +47,7 @@ def comfy_environment(tmp_path, models_dir):
     services.set_output_directories(tmp_path / "output", tmp_path / "temp")
     services.clear_interrupt()
     yield tmp_path
-    services.set_models_dir()
+    services.reset_model_folders()
     services.set_output_directories()
     services.clear_interrupt()
 

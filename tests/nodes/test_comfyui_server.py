@@ -117,7 +117,7 @@ def test_pack_imports_and_registers_its_nodes(comfyui):
         assert info[class_id]["category"] == "EMO"
     # The checkpoint comes from the extra_model_paths.yaml folder.
     assert info["EMOModelLoader"]["input"]["required"]["ckpt_name"][0] == [CHECKPOINT_NAME]
-    assert len(NODE_CLASS_MAPPINGS) == 7
+    assert len(NODE_CLASS_MAPPINGS) == 9
 
 
 def test_web_extension_and_templates_are_served(comfyui):

@@ -15,8 +15,8 @@ from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from tests.helpers import REPO
 
 # The display names are the documented contract (README, workflows, issue).
-DISPLAY_NAMES = {"EMOModelLoader", "LoadReference", "AudioEncode", "FaceRegionMask", "SpeedControl",
-                 "EMOSampler", "VideoCombine"}
+DISPLAY_NAMES = {"EMOModelLoader", "EMOComponentLoader", "EMOHalloLoader", "LoadReference", "AudioEncode",
+                 "FaceRegionMask", "SpeedControl", "EMOSampler", "VideoCombine"}
 CUSTOM_TYPES = {"EMO_MODEL", "EMO_REFERENCE", "EMO_AUDIO", "EMO_SPEED"}
 CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "VIDEO"}
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
@@ -46,8 +46,9 @@ def test_node_declaration_is_coherent(class_id, cls):
             assert options.get("tooltip"), f"{class_id}.{name} has no tooltip"
             assert name in signature_names, f"{class_id}.{cls.FUNCTION} does not take {name!r}"
             if isinstance(kind, list):
-                # A checkpoint list may be empty when no model is installed; every other combo offers values.
-                assert kind or name == "ckpt_name", f"{class_id}.{name} offers no choices"
+                # A model-file list (ComfyUI's `*_name` inputs) may be empty when no model is
+                # installed; every other combo offers values.
+                assert kind or name.endswith("_name"), f"{class_id}.{name} offers no choices"
                 if "default" in options:
                     assert options["default"] in kind
             elif kind in ("INT", "FLOAT"):

@@ -10,12 +10,13 @@ from emo.audio import AudioFeatures
 from nodes import comfy_services as services
 from nodes.audio import EMOAudioEncode
 from nodes.reference import EMOLoadReference, EMOReference
-from nodes.sampler import EMOSampler, align_mask
+from nodes.sampler import SD15_LATENT_RGB, EMOSampler, align_mask, latent_preview
 from nodes.speed import EMOSpeedControl
 from tests.helpers import portrait
 
 STEPS = 2
 FRAMES_PER_CLIP = 6
+LATENT_SIZE = (8, 8)  # a per-step preview of a 64 px clip
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def progress_bars(monkeypatch):
 
         def update_absolute(self, value, total=None, preview_image=None):
             super().update_absolute(value, total, preview_image)
-            self.history.append((value, preview_image is not None))
+            self.history.append((value, preview_image.size if preview_image is not None else None))
 
     monkeypatch.setattr(services, "Progress", Recording)
     return bars
@@ -62,10 +63,31 @@ def test_frames_fps_readout_and_progress(inputs, progress_bars):
     assert out["ui"]["emo_readout"] == [{"frames": 15, "fps": 25.0, "seconds": 0.6, "clips": 3}]
     (bar,) = progress_bars
     assert bar.total == 3 * STEPS  # one bar across all clips
-    steps_reported = [value for value, preview in bar.history if not preview]
-    assert steps_reported == list(range(1, 3 * STEPS + 1))
-    assert sum(preview for _, preview in bar.history) == 3  # a preview frame per finished clip
-    assert bar.current == bar.total
+    # Every step: a latent preview (64 px / 8 = 8 px) of the clip being denoised...
+    assert [value for value, size in bar.history if size == LATENT_SIZE] == list(range(1, 3 * STEPS + 1))
+    # ...and every finished clip: its last decoded frame.
+    assert [value for value, size in bar.history if size == (64, 64)] == [STEPS, 2 * STEPS, 3 * STEPS]
+    assert len(bar.history) == 3 * STEPS + 3 and bar.current == bar.total
+
+
+def test_no_step_previews_with_comfyui_preview_method_none(inputs, progress_bars, monkeypatch):
+    monkeypatch.setattr(services, "latent_previews_enabled", lambda: False)
+    run(inputs, steps=1)
+    (bar,) = progress_bars
+    assert bar.history == [(1, None), (1, (64, 64)), (2, None), (2, (64, 64)), (3, None), (3, (64, 64))]
+
+
+def test_latent_preview_projects_the_middle_frame():
+    latents = torch.zeros(1, 4, 3, 2, 2)  # (1, 4, f, h, w)
+    latents[0, 0, 1] = 1.0  # only the middle frame has channel 0 set
+    image = latent_preview(latents)
+    assert image.size == (2, 2)
+    # ComfyUI's SD1.5 factors: channel 0 -> (0.3512, 0.2297, 0.3227), mapped from -1..1 to 0..255.
+    expected = tuple(round((1 + f) / 2 * 255) for f in SD15_LATENT_RGB[0])
+    assert image.getpixel((0, 0)) == expected == (172, 157, 169)
+    latents[0, :, 1] = 0.0
+    assert image.getpixel((1, 1)) != latent_preview(latents).getpixel((1, 1)) == (128, 128, 128)
+    assert latent_preview(torch.zeros(1, 16, 3, 2, 2)) is None  # not an SD latent space
 
 
 def test_same_seed_same_video_other_seed_other_video(inputs):
@@ -92,7 +114,7 @@ def test_interruption_stops_within_one_step(inputs, monkeypatch):
 
     def update(self, value, total=None, preview_image=None):
         original(self, value, total, preview_image)
-        if preview_image is None:
+        if preview_image.size == LATENT_SIZE:  # a step, not a finished clip
             steps_run.append(value)
             if value == STEPS + 1:  # first step of the second clip: the user presses Cancel
                 services.request_interrupt()

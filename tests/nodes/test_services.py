@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,6 +46,32 @@ def test_missing_checkpoint_names_the_folders(tmp_path):
     with pytest.raises(FileNotFoundError):  # no escaping the models folder
         (tmp_path.parent / "outside.safetensors").write_bytes(b"x")
         services.resolve_checkpoint("../outside.safetensors")
+
+
+def test_other_model_kinds_and_model_folders(tmp_path, monkeypatch):
+    for name in ("w.safetensors", "hf/config.json", "hf/model.safetensors", "hf/pytorch_model.bin",
+                 "plain/x.bin", "notes.txt", ".git/objects/y.bin"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    services.set_model_folders("audio_encoders", tmp_path)
+    assert services.list_model_files("audio_encoders") == [
+        "hf/model.safetensors", "hf/pytorch_model.bin", "plain/x.bin", "w.safetensors"]
+    # A folder with a config.json is one model, listed as 'name/'.
+    assert services.list_model_files("audio_encoders", hf_folders=True) == ["hf/", "plain/x.bin", "w.safetensors"]
+    assert services.resolve_model_file("audio_encoders", "hf/", "Node") == tmp_path / "hf"
+    assert services.resolve_model_file("audio_encoders", "plain/x.bin", "Node") == tmp_path / "plain" / "x.bin"
+    with pytest.raises(FileNotFoundError, match=r"^Node: 'plain/' not found in the audio_encoders model folders "
+                                                 rf"\({tmp_path}\); put the model folder there"):
+        services.resolve_model_file("audio_encoders", "plain/", "Node")  # no config.json: not a model folder
+    (tmp_path.parent / "outside.bin").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError):  # no escaping the folder
+        services.resolve_model_file("audio_encoders", "../outside.bin", "Node")
+    # Kinds nobody set: models/<kind> under the working directory.
+    monkeypatch.chdir(tmp_path)
+    assert services.model_folders("vae") == [tmp_path / "models" / "vae"]
+    assert services.list_model_files("vae") == []
+    services.reset_model_folders()
+    assert services.model_folders("audio_encoders") == [tmp_path / "models" / "audio_encoders"]
 
 
 def test_save_path_numbers_files_and_stays_inside(comfy_environment):
@@ -108,18 +135,18 @@ def fake_comfyui(tmp_path, monkeypatch):
     def get_folder_paths(name):
         return list(folder_paths.folder_names_and_paths[name][0])
 
-    def get_filename_list(name):
+    def get_filename_list(name):  # recursive, like ComfyUI's
         folders, extensions = folder_paths.folder_names_and_paths[name]
         found = set()
         for folder in folders:
-            for path in __import__("pathlib").Path(folder).glob("*"):
-                if not extensions or path.suffix in extensions:
-                    found.add(path.name)
+            for path in Path(folder).rglob("*"):
+                if path.is_file() and (not extensions or path.suffix in extensions):
+                    found.add(path.relative_to(folder).as_posix())
         return sorted(found)
 
     def get_full_path(name, filename):
         for folder in folder_paths.folder_names_and_paths[name][0]:
-            candidate = __import__("pathlib").Path(folder) / filename
+            candidate = Path(folder) / filename
             if candidate.is_file():
                 return str(candidate)
         return None
@@ -184,6 +211,43 @@ def test_registers_models_emo_and_keeps_extra_model_paths(fake_comfyui):
     assert ".safetensors" in extensions
     assert services.list_checkpoints() == ["a.safetensors", "b.safetensors"]
     assert services.resolve_checkpoint("b.safetensors") == fake_comfyui.extra / "b.safetensors"
+
+
+def test_other_kinds_inside_comfyui(fake_comfyui):
+    folder_paths, models = fake_comfyui.folder_paths, fake_comfyui.models
+    pt = {".safetensors", ".bin", ".pth", ".ckpt"}
+    folder_paths.folder_names_and_paths["audio_encoders"] = ([str(models / "audio_encoders")], pt)
+    for name in ("audio_encoders/wav2vec2-base-960h/config.json",
+                 "audio_encoders/wav2vec2-base-960h/model.safetensors",
+                 "audio_encoders/wav2vec2_large_english_fp16.safetensors",
+                 "animatediff_models/mm_sd_v15_v2.ckpt", "hallo/net.pth"):
+        (models / name).parent.mkdir(parents=True, exist_ok=True)
+        (models / name).write_bytes(b"x")
+    assert services.list_model_files("audio_encoders", hf_folders=True) == [
+        "wav2vec2-base-960h/", "wav2vec2_large_english_fp16.safetensors"]
+    assert services.resolve_model_file("audio_encoders", "wav2vec2-base-960h/", "N") == \
+        models / "audio_encoders" / "wav2vec2-base-960h"
+    # The pack registers models/hallo like models/emo, with the weight file types.
+    assert services.list_model_files(services.HALLO_FOLDER) == ["net.pth"]
+    assert folder_paths.folder_names_and_paths["hallo"] == ([str(models / "hallo")], services.WEIGHT_EXTENSIONS)
+    # AnimateDiff-Evolved not installed: its folder is still found where it lives, not registered.
+    assert services.list_model_files("animatediff_models") == ["mm_sd_v15_v2.ckpt"]
+    assert "animatediff_models" not in folder_paths.folder_names_and_paths
+    folder_paths.folder_names_and_paths["animatediff_models"] = ([str(fake_comfyui.extra)], pt)  # once it is
+    assert services.model_folders("animatediff_models") == [fake_comfyui.extra]
+
+
+def test_preview_settings_follow_comfyui_flags(fake_comfyui, monkeypatch):
+    args = sys.modules["comfy.cli_args"].args
+    assert services.latent_previews_enabled() and services.preview_size() == 512
+    monkeypatch.setattr(args, "preview_method", types.SimpleNamespace(value="none"), raising=False)
+    monkeypatch.setattr(args, "preview_size", 256, raising=False)
+    assert not services.latent_previews_enabled()
+    progress = services.Progress(2)
+    progress.update_absolute(1, preview_image="pil")
+    assert fake_comfyui.state.bars[-1].calls == [(1, 2, ("JPEG", "pil", 256))]
+    args.preview_method = types.SimpleNamespace(value="latent2rgb")
+    assert services.latent_previews_enabled()
 
 
 def test_registers_the_folder_when_no_extra_paths(fake_comfyui):

@@ -173,3 +173,32 @@ def save_pickle(state: dict, path: Path, *, nested: bool = False) -> Path:
 def save_safetensors(state: dict, path: Path) -> Path:
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+def read_hallo_fixture(path: Path) -> dict:
+    """A Hallo parity fixture (shared/fixtures/hallo_parity/NAME.safetensors + NAME.json):
+    {"meta": its JSON, "t": every tensor, "weights": Hallo's net.pth state (the five networks),
+    "config": the EMOConfig of its small Hallo model}. The fixtures carry no VAE or wav2vec2;
+    the config has the tiny preset's VAE and a tiny wav2vec2 of the geometry the audio
+    projection reads."""
+    from safetensors import safe_open
+
+    from emo.weights.hallo import hallo_config
+
+    meta = json.loads(path.with_suffix(".json").read_text())
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    weights = {k: v for k, v in tensors.items() if not k.startswith(("input.", "inter.", "output."))}
+    tiny = EMOConfig.preset("tiny")
+    modules = meta["modules"]
+    audioproj = modules["audioproj"]["kwargs"]
+    wav2vec2 = {**tiny.audio.wav2vec2, "num_hidden_layers": audioproj["blocks"],
+                "hidden_size": audioproj["channels"], "num_attention_heads": 2,
+                "intermediate_size": 2 * audioproj["channels"]}
+    config = hallo_config(
+        modules["denoising_unet"]["from_config"], modules["denoising_unet"]["unet_additional_kwargs"],
+        face_locator=modules["face_locator"]["kwargs"], imageproj=modules["imageproj"]["kwargs"],
+        audioproj=audioproj, wav2vec2=wav2vec2, vae=tiny.vae,
+        scheduler=meta["scheduler"]["kwargs"], name=path.stem,
+    )
+    return {"meta": meta, "t": tensors, "weights": weights, "config": config}

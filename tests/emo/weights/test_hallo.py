@@ -10,19 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from emo.audio import window
-from emo.config import EMOConfig
 from emo.models import EMOModel
 from emo.schedulers import make_scheduler
 from emo.weights.hallo import (
     build_hallo_model,
     convert_hallo_state,
-    hallo_config,
     hallo_sd15_config,
     is_extra_to_hallo,
 )
+from tests.emo.weights import formats
 from tests.helpers import SHARED
 
 FIXTURES = Path(os.environ.get("EMO_HALLO_FIXTURES", SHARED / "fixtures" / "hallo_parity"))
@@ -67,26 +65,10 @@ def fixture(request):
 
 
 def load_fixture(path: Path) -> dict:
-    meta = json.loads(path.with_suffix(".json").read_text())
-    with safe_open(str(path), framework="pt") as handle:
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    weights = {k: v for k, v in tensors.items() if not k.startswith(("input.", "inter.", "output."))}
-    tiny = EMOConfig.preset("tiny")
-    modules = meta["modules"]
-    audioproj = modules["audioproj"]["kwargs"]
-    # The fixtures carry no wav2vec2; a tiny one of the geometry the audio projection reads.
-    wav2vec2 = {**tiny.audio.wav2vec2, "num_hidden_layers": audioproj["blocks"],
-                "hidden_size": audioproj["channels"], "num_attention_heads": 2,
-                "intermediate_size": 2 * audioproj["channels"]}
-    config = hallo_config(
-        modules["denoising_unet"]["from_config"], modules["denoising_unet"]["unet_additional_kwargs"],
-        face_locator=modules["face_locator"]["kwargs"], imageproj=modules["imageproj"]["kwargs"],
-        audioproj=audioproj, wav2vec2=wav2vec2, vae=tiny.vae,
-        scheduler=meta["scheduler"]["kwargs"], name=path.stem,
-    )
+    fixture = formats.read_hallo_fixture(path)
     torch.manual_seed(0)
-    model = build_hallo_model(weights, config)
-    return {"meta": meta, "t": tensors, "model": model, "config": config, "weights": weights}
+    fixture["model"] = build_hallo_model(fixture["weights"], fixture["config"])
+    return fixture
 
 
 def _one_step(model, t, meta, cfg: bool = True):
