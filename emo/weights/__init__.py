@@ -11,9 +11,22 @@ lazy reading), layout (key plans, strict checks), identify (what a file is), one
 hallo converts Hallo's released checkpoints.
 """
 
-from .assemble import assemble, initialise_new_layers
-from .components import LoadReport, load_components, plan_components
-from .files import WeightFile, WeightFileError, open_weights
+import importlib
+
+# Imported on first use (PEP 562), so `python -m emo --help`, which imports the command module
+# of this package, does not pay for torch/diffusers.
+_EXPORTS = {
+    "assemble": "assemble", "initialise_new_layers": "assemble",
+    "LoadReport": "components", "load_components": "components", "plan_components": "components",
+    "WeightFile": "files", "WeightFileError": "files", "open_weights": "files",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LoadReport", "WeightFile", "WeightFileError", "assemble", "initialise_new_layers",
            "load_components", "open_weights", "plan_components"]
