@@ -20,7 +20,7 @@ from emo.checkpoints import CheckpointError, load_checkpoint
 from emo.config import EMOConfig
 from emo.models import EMOModel
 from emo.pipeline import EMOPipeline
-from emo.weights import assemble
+from emo.weights.assemble import assemble
 from emo.weights.hallo import convert_hallo_file
 
 from . import comfy_services as services

@@ -5,7 +5,7 @@
                              vae="vae-ft-mse-840000-ema-pruned.safetensors",
                              wav2vec2="wav2vec2-base-960h/", motion_module="mm_sd_v15_v2.ckpt")
 
-`assemble` builds a whole EMO model from them (`python -m emo assemble`). Modules: files (safe,
+`emo.weights.assemble.assemble` builds a whole EMO model from them (`python -m emo assemble`). Modules: files (safe,
 lazy reading), layout (key plans, strict checks), identify (what a file is), one per source
 (sd15, vae, wav2vec2, animatediff), components (load_components), assemble, commands (CLI);
 hallo converts Hallo's released checkpoints.
@@ -15,8 +15,10 @@ import importlib
 
 # Imported on first use (PEP 562), so `python -m emo --help`, which imports the command module
 # of this package, does not pay for torch/diffusers.
+# (`assemble` the function is not among them: the name is its submodule's; import it from
+# emo.weights.assemble.)
 _EXPORTS = {
-    "assemble": "assemble", "initialise_new_layers": "assemble",
+    "initialise_new_layers": "assemble",
     "LoadReport": "components", "load_components": "components", "plan_components": "components",
     "WeightFile": "files", "WeightFileError": "files", "open_weights": "files",
 }
@@ -28,5 +30,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["LoadReport", "WeightFile", "WeightFileError", "assemble", "initialise_new_layers",
+__all__ = ["LoadReport", "WeightFile", "WeightFileError", "initialise_new_layers",
            "load_components", "open_weights", "plan_components"]

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from emo.checkpoints import describe, load_checkpoint
 from emo.cli import main
 from emo.models.temporal import MotionModule
-from emo.weights import assemble
+from emo.weights.assemble import assemble
 from tests.emo.weights import formats
 
 
