@@ -138,7 +138,7 @@ def cmd_info(args) -> None:
 
 # Modules that add more commands: each has `add_commands(subparsers)`, whose parsers set
 # `run=function(args)`. Keeping them apart keeps this file small as commands grow.
-COMMAND_MODULES: tuple[str, ...] = ("emo.weights.commands", "emo.train.commands")
+COMMAND_MODULES: tuple[str, ...] = ("emo.weights.commands", "emo.train.commands", "emo.evaluate.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

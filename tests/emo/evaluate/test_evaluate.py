@@ -1,0 +1,66 @@
+"""`python -m emo evaluate` end to end on a tiny random checkpoint, and the shipped demo model's targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emo.cli import main
+from emo.evaluate.evaluation import TARGETS, EvaluationOptions, evaluate_checkpoint
+from tests.emo.evaluate.frechet_networks import save_networks
+from tests.helpers import REPO
+
+DEMO_CHECKPOINT = REPO / "emo" / "assets" / "emo-demo.safetensors"
+
+
+def test_evaluate_runs_end_to_end_and_writes_json(tiny_checkpoint, tmp_path, capsys):
+    inception, i3d = save_networks(tmp_path)
+    out = tmp_path / "report" / "eval.json"
+    code = main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--count", "1", "--seconds", "1.4",
+                 "--steps", "1", "--speeds", "0.2,0.7", "--json", str(out), "--fid-weights", str(inception),
+                 "--fvd-weights", str(i3d), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in TARGETS:
+        assert name in printed
+    assert "overall: FAIL" in printed  # a random model does not talk
+    report = json.loads(out.read_text())
+    assert report["seeds"] == [1_000_000] and report["settings"]["frames_per_clip"] == 12
+    assert set(report["metrics"]) == set(TARGETS)
+    for name, entry in report["metrics"].items():
+        assert set(entry) >= {"value", "ground_truth", "target", "passed"}
+        # The targets are reachable: the ground-truth videos meet every one of them.
+        comparison, threshold, _ = TARGETS[name]
+        gt = entry["ground_truth"]
+        assert {">=": gt >= threshold, "<=": gt <= threshold, "==": gt == threshold}[comparison], (name, gt)
+    assert report["passed"] is False and report["metrics"]["lip_sync_correlation"]["passed"] is False
+    assert len(report["talkers"]) == 1 and len(report["details"]["speed_control"]["motion"]) == 2
+    assert report["frechet"]["fid"] >= 0 and report["frechet"]["fid_samples"] == 35
+    assert report["frechet"]["fvd"] >= 0 and report["frechet"]["fvd_samples"] == 2
+
+
+def test_evaluate_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
+    base = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--count", "1", "-q"]
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no file" in capsys.readouterr().err
+    assert main(base + ["--speeds", "slow,fast"]) == 2
+    assert "--speeds must be comma-separated" in capsys.readouterr().err
+    assert main(base + ["--seconds", "0.4"]) == 2  # 10 frames: no seam between clips of 12
+    assert "clip seams" in capsys.readouterr().err
+    assert main(base + ["--fid-weights", str(tmp_path / "inception.pt")]) == 2
+    assert "never downloads" in capsys.readouterr().err
+    garbage = tmp_path / "i3d_torchscript.pt"
+    garbage.write_bytes(b"\x00" * 100)
+    assert main(base + ["--seconds", "1.0", "--fvd-weights", str(garbage)]) == 2
+    assert "FVD needs at least 2 clips" in capsys.readouterr().err
+    assert main(base + ["--seconds", "1.4", "--fvd-weights", str(garbage)]) == 2  # found before generating
+    assert "not a TorchScript file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(),
+                    reason="the demo model emo/assets/emo-demo.safetensors is not trained and shipped yet")
+def test_shipped_demo_model_meets_the_targets():
+    report = evaluate_checkpoint(DEMO_CHECKPOINT, EvaluationOptions())
+    failed = {name: entry for name, entry in report["metrics"].items() if not entry["passed"]}
+    assert not failed, failed
