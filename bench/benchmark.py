@@ -110,9 +110,9 @@ def backbone_flops(pipe: EMOPipeline, settings: GenerationSettings, audio: Audio
     return float(counter.get_total_flops())
 
 
-def run_config(name, model, device, dtype, settings, audio, image, mask, offload=False):
-    pipe = EMOPipeline(model, device=device, dtype=dtype, offload=offload)
-    flops = backbone_flops(pipe, settings, audio, image, mask)
+def run_config(name, model, device, dtype, settings, audio, image, mask, offload=False, optimize=None):
+    pipe = EMOPipeline(model, device=device, dtype=dtype, offload=offload).optimize(**(optimize or {}))
+    flops = backbone_flops(pipe, settings, audio, image, mask)  # also warms up (and compiles)
     timer = StageTimer(pipe.model, device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -147,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=12, help="frames to generate (one clip of f=12)")
     parser.add_argument("--steps", type=int, default=None, help="default 40 on a GPU, 4 on a CPU")
     parser.add_argument("--json", default="bench/last_run.json")
+    parser.add_argument("--channels-last", action="store_true", help="add a row: optimised + channels_last")
+    parser.add_argument("--compile", action="store_true", help="add a row: optimised + torch.compile")
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -175,13 +177,22 @@ def main(argv=None) -> int:
                                                           "batch_guidance": False, "decode_chunk_size": 12}), False),
         ("optimised", fast_dtype, GenerationSettings(**{**base.__dict__, "decode_chunk_size": 4}), False),
     ]
+    configs = [(*c, None) for c in configs]
+    optimised = configs[1][2]
+    if args.channels_last:
+        configs.append(("+chan-last", fast_dtype, optimised, False, {"channels_last": True}))
+    if args.compile:
+        configs.append(("+compile", fast_dtype, optimised, False, {"compile": True}))
     if gpu:
-        configs.append(("low-vram", fast_dtype, GenerationSettings(**{**base.__dict__, "decode_chunk_size": 2}), True))
+        configs.append(("low-vram", fast_dtype, GenerationSettings(**{**base.__dict__, "decode_chunk_size": 2}),
+                        True, None))
 
     rows, reference = [], None
-    for name, dtype, settings, offload in configs:
-        frames, row = run_config(name, copy.deepcopy(model) if offload else model, device, dtype,
-                                 settings, audio, image, mask, offload)
+    for name, dtype, settings, offload, optimize in configs:
+        # Offloading and compiling change the model object: give them their own copy.
+        fresh = offload or bool(optimize)
+        frames, row = run_config(name, copy.deepcopy(model) if fresh else model, device, dtype,
+                                 settings, audio, image, mask, offload, optimize)
         reference = frames if reference is None else reference
         row["max_pixel_diff_vs_baseline"] = float((frames - reference).abs().max())
         rows.append(row)

@@ -200,6 +200,20 @@ class EMOPipeline:
             self._device = model.device
         self.model = model.eval()
 
+    def optimize(self, *, channels_last: bool = False, compile: bool = False) -> "EMOPipeline":
+        """Opt-in speed-ups, to be measured with bench/benchmark.py on your GPU:
+        channels_last: NHWC memory layout for the convolutional networks (often faster with
+        fp16/bf16 tensor cores); compile: `torch.compile` the backbone and ReferenceNet in place
+        (slow first clip while it compiles; a fixed clip shape avoids recompiles)."""
+        model = self.model
+        if channels_last:
+            for part in (model.reference_net, model.backbone, model.vae, model.face_locator):
+                part.to(memory_format=torch.channels_last)
+        if compile:
+            model.backbone.compile(dynamic=False)
+            model.reference_net.compile(dynamic=False)
+        return self
+
     @contextlib.contextmanager
     def _running(self, module: torch.nn.Module):
         """Low-VRAM mode: `module` is on the execution device only inside this block."""

@@ -180,3 +180,12 @@ def test_offload_mode_gives_the_same_video(tiny_model):
     assert pipe.model.backbone.conv_in.weight.device.type == "cpu"
     audio = features(5)
     assert torch.allclose(run(pipe, audio).frames, run(EMOPipeline(tiny_model), audio).frames, atol=1e-6)
+
+
+def test_channels_last_gives_the_same_video(tiny_model):
+    import copy
+
+    pipe = EMOPipeline(copy.deepcopy(tiny_model)).optimize(channels_last=True)
+    assert pipe.model.backbone.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    audio = features(3)
+    assert torch.allclose(run(pipe, audio).frames, run(EMOPipeline(tiny_model), audio).frames, atol=1e-5)
