@@ -27,6 +27,14 @@ logger = logging.getLogger(__name__)
 FORMAT = "emo-checkpoint"
 FORMAT_VERSION = "1"
 
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+"""Files shipped with the library: the demo checkpoint and its sample portrait and voice."""
+
+DEMO_CHECKPOINT = ASSETS_DIR / "emo-demo.safetensors"
+"""A small demonstration model trained on synthetic drawn faces (`emo synth`) by
+examples/train_demo_model.sh: `python -m emo generate` uses it when no --checkpoint is given. It
+animates such faces at 64 px; it is not a model of real people."""
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

@@ -73,8 +73,18 @@ def cmd_generate(args) -> None:
         raise FileNotFoundError(f"the output folder {out.parent} does not exist; create it first")
     image = image_lib.load_image(args.image)
     waveform, sample_rate = audio_lib.load_audio(args.audio)
+    from .checkpoints import DEMO_CHECKPOINT
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        if not DEMO_CHECKPOINT.is_file():
+            raise FileNotFoundError(f"no --checkpoint given and the demo model {DEMO_CHECKPOINT} is missing; give "
+                                    "--checkpoint PATH, or rebuild the demo model with examples/train_demo_model.sh")
+        checkpoint = DEMO_CHECKPOINT
+        print(f"no --checkpoint: using the demo model {DEMO_CHECKPOINT.name}, a demonstration model trained on "
+              "synthetic drawn faces only (64 px); for real portraits give --checkpoint with real weights")
     device = pick_device(args.device)
-    pipeline = EMOPipeline.from_checkpoint(args.checkpoint, device=device,
+    pipeline = EMOPipeline.from_checkpoint(checkpoint, device=device,
                                            dtype=pick_dtype(args.precision, device))
     defaults = pipeline.config.defaults
     size = args.size or defaults.size
@@ -154,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", required=True, help="portrait image (any format PIL reads)")
     gen.add_argument("--audio", required=True, help="voice audio (wav/mp3/flac/ogg/m4a, any rate)")
     gen.add_argument("--out", required=True, help="output video, .mp4 (H.264+AAC) or .webm (VP9+Opus)")
-    gen.add_argument("--checkpoint", required=True, help="EMO checkpoint (.safetensors)")
+    gen.add_argument("--checkpoint", default=None,
+                     help="EMO checkpoint (.safetensors); default: the bundled demo model for synthetic faces "
+                          "(emo/assets/emo-demo.safetensors)")
     gen.add_argument("--fps", type=float, default=None, help="frame rate (default: the model's, 25)")
     gen.add_argument("--steps", type=int, default=None, help="denoising steps per clip (default: the model's, 40)")
     gen.add_argument("--seed", type=int, default=0)
@@ -177,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(run=cmd_generate)
 
+    from .config import PRESETS
+
     new = commands.add_parser("new-checkpoint", help="write a randomly initialised checkpoint")
-    new.add_argument("--preset", required=True, choices=("tiny", "sd15"))
+    new.add_argument("--preset", required=True, choices=PRESETS)
     new.add_argument("--out", required=True)
     new.add_argument("--seed", type=int, default=0)
     new.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))

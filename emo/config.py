@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-PRESETS = ("tiny", "sd15")
+PRESETS = ("tiny", "demo", "sd15")
 
 
 @dataclass
@@ -314,6 +314,17 @@ class EMOConfig:
                 defaults=InferenceDefaults(size=64, steps=4),
                 name="emo-tiny",
             )
+        if name == "demo":
+            # The shipped demonstration model (emo/assets/emo-demo.safetensors, trained on
+            # synthetic talkers by examples/train_demo_model.sh). The tiny networks, but a wider
+            # VAE: tiny's 8-channel one cannot reconstruct a face's mouth at 64 px, and this VAE
+            # is trained (stage `vae`) because no small pretrained one exists offline. 20 DDIM
+            # steps: 4 leave visible noise in the drawn faces.
+            config = cls.preset("tiny")
+            config.vae = _sd_vae((16, 32, 64, 64), 1, 8)
+            config.defaults = InferenceDefaults(size=64, steps=20)
+            config.name = "emo-demo"
+            return config
         raise ValueError(f"EMOConfig.preset: unknown preset {name!r}; choose one of {PRESETS}.")
 
     # ----- JSON round trip ------------------------------------------------------------------

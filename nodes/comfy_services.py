@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from emo.checkpoints import parse_dtype
+from emo.checkpoints import ASSETS_DIR, parse_dtype
 from emo.pipeline import GenerationCancelled
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin"}
 # The folders this pack registers with ComfyUI, and the files listed from them. Other kinds
 # (checkpoints, vae, audio_encoders, animatediff_models) belong to ComfyUI or other packs.
 OWN_FOLDERS = {MODEL_FOLDER: CHECKPOINT_EXTENSIONS, HALLO_FOLDER: WEIGHT_EXTENSIONS}
+# Checkpoints shipped with the pack (emo/assets: the demo model for synthetic faces), listed after
+# the user's own EMO checkpoints; a user's file of the same name comes first.
+BUNDLED_FOLDER = ASSETS_DIR
 
 
 # ---- finding ComfyUI --------------------------------------------------------------------
@@ -117,7 +120,7 @@ def set_models_dir(*folders: str | os.PathLike) -> None:
 
 def register_model_folder() -> None:
     """Make ComfyUI list `models/emo` and `models/hallo` (and any `emo:` / `hallo:` paths from
-    extra_model_paths.yaml).
+    extra_model_paths.yaml), and the pack's bundled checkpoints (BUNDLED_FOLDER) last under `emo`.
 
     ComfyUI reads extra_model_paths.yaml before it imports custom nodes; an entry there creates
     the folder key with no extension filter, so the default folder is added in front and the
@@ -136,6 +139,9 @@ def register_model_folder() -> None:
         if default not in paths:
             paths.insert(0, default)
         folder_paths.folder_names_and_paths[kind] = (paths, set(extensions) | wanted)
+    emo_paths = folder_paths.folder_names_and_paths[MODEL_FOLDER][0]
+    if str(BUNDLED_FOLDER) not in emo_paths:
+        emo_paths.append(str(BUNDLED_FOLDER))
 
 
 def _registered(folder_paths, kind: str) -> bool:
@@ -215,9 +221,19 @@ def resolve_model_file(kind: str, name: str, node: str) -> Path:
     )
 
 
+def _bundled_checkpoints() -> list[str]:
+    if not BUNDLED_FOLDER.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_FOLDER.iterdir() if p.is_file() and p.suffix in CHECKPOINT_EXTENSIONS)
+
+
 def list_checkpoints() -> list[str]:
-    """EMO checkpoint names (paths relative to their model folder, '/'-separated), sorted."""
-    return list_model_files(MODEL_FOLDER, CHECKPOINT_EXTENSIONS)
+    """EMO checkpoint names (paths relative to their model folder, '/'-separated), sorted; the
+    pack's bundled ones (the demo model) included (inside ComfyUI through its registered folder)."""
+    names = list_model_files(MODEL_FOLDER, CHECKPOINT_EXTENSIONS)
+    if not _registered(_comfy_module("folder_paths"), MODEL_FOLDER):
+        names = sorted(set(names) | set(_bundled_checkpoints()))
+    return names
 
 
 def resolve_checkpoint(name: str) -> Path:
@@ -230,7 +246,7 @@ def resolve_checkpoint(name: str) -> Path:
             return Path(found)
     else:
         relative = Path(os.path.normpath("/" + name)).relative_to("/")  # no escaping the folder
-        for folder in model_folders():
+        for folder in model_folders() + [BUNDLED_FOLDER]:
             if (folder / relative).is_file():
                 return folder / relative
     folders = ", ".join(str(f) for f in model_folders()) or "(none)"

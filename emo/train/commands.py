@@ -18,7 +18,8 @@ def cmd_prepare(args) -> None:
     options = PrepareOptions(fps=args.fps, size=args.size, store=args.store, speed_estimator=args.speed_estimator,
                              speed_buckets=args.speed_buckets, min_seconds=args.min_seconds,
                              max_clip_seconds=args.max_clip_seconds, detect_every=args.detect_every,
-                             crop_margin=args.crop_margin, device=args.device)
+                             crop_margin=args.crop_margin, device=args.device,
+                             ground_truth=not args.no_ground_truth)
     bar = tqdm(unit="video", desc="prepare", disable=args.quiet)
 
     def on_start(pending: int) -> None:
@@ -44,6 +45,9 @@ def cmd_train(args) -> None:
     from .trainer import Trainer, describe_run
 
     config = load_train_config(args.config, args.set)
+    if config.stage == "vae":
+        _train_autoencoder(config, args)
+        return
     trainer = Trainer(config)
     main_process = trainer.accelerator.is_main_process
     if main_process:
@@ -75,6 +79,23 @@ def cmd_train(args) -> None:
               f"stopped at step {trainer.progress.step}; the same command resumes", file=sys.stdout)
 
 
+def _train_autoencoder(config, args) -> None:
+    """Stage `vae` (emo/train/autoencoder.py): one process, no resumable state."""
+    from tqdm import tqdm
+
+    from .autoencoder import train_autoencoder
+
+    print(f"stage vae (the autoencoder only), {config.max_steps} steps of {config.batch_size} frames, "
+          f"lr {config.optimizer.learning_rate:g}, output {config.output_dir}")
+    with tqdm(total=config.max_steps, unit="step", desc="stage vae", disable=args.quiet) as bar:
+        def on_step(metrics: dict) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+
+        path = train_autoencoder(config, on_step=on_step)
+    print(f"wrote {path}")
+
+
 def add_commands(commands) -> None:
     prep = commands.add_parser("prepare", help="talking/singing videos -> an EMO training dataset")
     prep.add_argument("--videos", required=True,
@@ -97,6 +118,9 @@ def add_commands(commands) -> None:
     prep.add_argument("--detect-every", type=int, default=1, help="run face detection on every k-th frame")
     prep.add_argument("--crop-margin", type=float, default=0.8,
                       help="crop side = face boxes' union + margin x face size")
+    prep.add_argument("--no-ground-truth", action="store_true",
+                      help="detect faces and estimate head speeds even for `emo synth` talkers, whose exact face "
+                           "boxes and speeds are otherwise read from the .json beside each video")
     prep.add_argument("--device", default="cpu", help="device for wav2vec2 and the VAE (cpu, cuda, cuda:1)")
     prep.add_argument("--retry-skipped", action="store_true", help="try again the videos skipped by earlier runs")
     prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -86,8 +86,18 @@ class LoggingConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    """Stage `vae` only (emo/train/autoencoder.py): the weight of the KL term next to the L1 + MSE
+    reconstruction loss."""
+
+    kl_weight: float = 1.0e-4
+
+
+@dataclass
 class TrainConfig:
-    stage: int = 1  # 1 image pretraining, 2 video (temporal + audio), 3 speed
+    # 1 image pretraining, 2 video (temporal + audio), 3 speed; "vae": the autoencoder of a small
+    # model that has no pretrained VAE (emo/train/autoencoder.py), run before stage 1.
+    stage: int | str = 1
     init: str = ""  # EMO checkpoint to start from (new-checkpoint/assemble output, or a stage's output)
     # AnimateDiff motion module (e.g. mm_sd_v15_v2.ckpt) loaded into the temporal modules before a
     # fresh run starts; stage 2 initialises them from AnimateDiff (paper §3.3). Null: keep init's.
@@ -108,12 +118,14 @@ class TrainConfig:
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
 
     def validate(self) -> "TrainConfig":
         if self.mixed_precision is False:  # YAML reads a bare `no` as false
             self.mixed_precision = "no"
         checks = [
-            (self.stage in (1, 2, 3), f"stage must be 1, 2 or 3, got {self.stage}"),
+            (self.stage in (1, 2, 3, "vae"), f"stage must be 1, 2, 3 or vae, got {self.stage!r}"),
+            (self.autoencoder.kl_weight >= 0, f"autoencoder.kl_weight must be >= 0, got {self.autoencoder.kl_weight}"),
             (bool(self.init), "init is not set: give the EMO checkpoint to start from"),
             (bool(self.data.root), "data.root is not set: give a dataset written by `python -m emo prepare`"),
             (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),

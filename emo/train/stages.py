@@ -89,7 +89,8 @@ class Stage:
 def resolve_stage(number: int, trainable: list[str] | None = None) -> Stage:
     """The stage with its default groups, or the groups of `trainable` (aliases expanded)."""
     if number not in STAGE_GROUPS:
-        raise ValueError(f"training stage must be 1, 2 or 3, got {number}")
+        hint = " (stage vae trains the autoencoder alone: emo.train.autoencoder)" if number == "vae" else ""
+        raise ValueError(f"the diffusion training stages are 1, 2 and 3, got {number!r}{hint}")
     if trainable is None:
         return Stage(number, STAGE_GROUPS[number])
     groups: list[str] = []

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from emo.checkpoints import DEMO_CHECKPOINT
 from emo.cli import main
 from emo.video import probe_video
 from tests.helpers import REPO, portrait, sine, write_wav
@@ -138,3 +139,40 @@ def test_python_dash_m_emo_runs_in_a_fresh_process(media, tiny_checkpoint, tmp_p
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert probe_video(out)["frames"] == 10
+
+
+@pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(), reason="the demo model is not shipped yet")
+def test_generate_without_checkpoint_uses_the_demo_model_on_the_bundled_sample(tmp_path, capsys):
+    """The README's main job: the bundled sample portrait and voice, no --checkpoint."""
+    out = tmp_path / "demo.mp4"
+    assets = DEMO_CHECKPOINT.parent
+    args = ["generate", "--quiet", "--image", str(assets / "sample_portrait.png"), "--mask",
+            str(assets / "sample_portrait_mask.png"), "--audio", str(assets / "sample_voice.wav"), "--out", str(out),
+            "--duration", "1.0", "--steps", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "demo model" in printed and "synthetic" in printed
+    info = probe_video(out)
+    assert (info["width"], info["height"], info["frames"]) == (64, 64, 25) and info["audio_codec"] == "aac"
+
+
+def test_generate_without_checkpoint_and_without_the_demo_model_says_what_to_do(media, tmp_path, capsys,
+                                                                               monkeypatch):
+    import emo.checkpoints
+
+    monkeypatch.setattr(emo.checkpoints, "DEMO_CHECKPOINT", tmp_path / "missing.safetensors")
+    out = tmp_path / "talk.mp4"
+    assert main(generate_args(media, None, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--checkpoint" in err[0] and "train_demo_model.sh" in err[0]
+    assert not out.exists()
+
+
+def test_bundled_sample_is_a_held_out_talker():
+    from emo import synthetic
+
+    assets = DEMO_CHECKPOINT.parent
+    image = np.asarray(Image.open(assets / "sample_portrait.png").convert("RGB"))
+    seed = synthetic.EVALUATION_SEED_START + 100  # examples/make_demo_sample.py
+    assert np.array_equal(image, synthetic.render_frame(synthetic.make_identity(seed), image.shape[0]))
+    assert (assets / "sample_voice.wav").stat().st_size < 200_000

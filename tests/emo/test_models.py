@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from emo.config import EMOConfig
+from emo.config import PRESETS, EMOConfig
 from emo.models import EMOModel
 from emo.models.speed import bucket_encode, neighbour_window
 from emo.models.temporal import SPEED_KEY_MARKER, MotionModule, sinusoidal_table
@@ -66,7 +66,7 @@ def test_sd15_config_matches_runwayml_unet_config():
 
 
 def test_config_json_round_trip():
-    for name in ("tiny", "sd15"):
+    for name in PRESETS:
         config = EMOConfig.preset(name)
         assert EMOConfig.from_json(config.to_json()) == config
 

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from emo.checkpoints import DEMO_CHECKPOINT
 from nodes import comfy_services as services
 from tests.helpers import sine, write_wav
 
@@ -16,6 +17,8 @@ from tests.helpers import sine, write_wav
 torch.set_num_threads(1)
 
 CHECKPOINT_NAME = "emo-tiny.safetensors"
+# The pack's bundled checkpoints (the demo model), listed by EMOModelLoader after the user's own.
+BUNDLED = [DEMO_CHECKPOINT.name] if DEMO_CHECKPOINT.is_file() else []
 VOICE_SECONDS = 0.6
 VOICE_FRAMES = 15  # ceil(0.6 s x 25 fps): two clips of 12 frames
 

@@ -115,8 +115,8 @@ def test_pack_imports_and_registers_its_nodes(comfyui):
     for class_id, display_name in NODE_DISPLAY_NAME_MAPPINGS.items():
         assert info[class_id]["display_name"] == display_name
         assert info[class_id]["category"] == "EMO"
-    # The checkpoint comes from the extra_model_paths.yaml folder.
-    assert info["EMOModelLoader"]["input"]["required"]["ckpt_name"][0] == [CHECKPOINT_NAME]
+    # The checkpoint comes from the extra_model_paths.yaml folder; the demo model from the pack.
+    assert info["EMOModelLoader"]["input"]["required"]["ckpt_name"][0] == sorted([CHECKPOINT_NAME] + BUNDLED)
     assert len(NODE_CLASS_MAPPINGS) == 9
 
 

@@ -9,13 +9,13 @@ from emo.models import EMOModel
 from nodes.model import EMOModelHandle, EMOModelLoader
 from nodes.reference import EMOFaceRegionMask, EMOLoadReference, EMOReference
 from tests.helpers import portrait
-from tests.nodes.conftest import CHECKPOINT_NAME
+from tests.nodes.conftest import BUNDLED, CHECKPOINT_NAME
 
 
 # ---- EMOModelLoader ---------------------------------------------------------------------------
 def test_loader_lists_and_loads_the_checkpoint():
     choices = EMOModelLoader.INPUT_TYPES()["required"]["ckpt_name"][0]
-    assert choices == [CHECKPOINT_NAME]
+    assert choices == sorted([CHECKPOINT_NAME] + BUNDLED)  # and the shipped demo model
     (handle,) = EMOModelLoader().load(CHECKPOINT_NAME, "auto")
     assert isinstance(handle, EMOModelHandle) and isinstance(handle.model, EMOModel)
     assert handle.dtype == torch.float32 and handle.load_device.type == "cpu"  # auto on CPU: fp32

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from emo.checkpoints import DEMO_CHECKPOINT
 from emo.pipeline import GenerationCancelled
 from nodes import comfy_services as services
+from tests.nodes.conftest import BUNDLED
 
 
 # ---- outside ComfyUI ---------------------------------------------------------------------------
@@ -26,8 +28,18 @@ def test_checkpoints_listed_from_the_models_folder(tmp_path):
     for name in ("b.safetensors", "sub/a.safetensors", "notes.txt", "old.ckpt"):
         (tmp_path / name).write_bytes(b"x")
     services.set_models_dir(tmp_path)
-    assert services.list_checkpoints() == ["b.safetensors", "sub/a.safetensors"]
+    assert services.list_checkpoints() == sorted(["b.safetensors", "sub/a.safetensors"] + BUNDLED)
     assert services.resolve_checkpoint("sub/a.safetensors") == tmp_path / "sub" / "a.safetensors"
+
+
+@pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(), reason="the demo model is not shipped yet")
+def test_the_shipped_demo_model_is_listed_after_the_users_own(tmp_path):
+    services.set_models_dir(tmp_path)
+    assert DEMO_CHECKPOINT.name in services.list_checkpoints()
+    assert services.resolve_checkpoint(DEMO_CHECKPOINT.name) == DEMO_CHECKPOINT
+    (tmp_path / DEMO_CHECKPOINT.name).write_bytes(b"x")  # the user's file of the same name wins
+    assert services.list_checkpoints().count(DEMO_CHECKPOINT.name) == 1
+    assert services.resolve_checkpoint(DEMO_CHECKPOINT.name) == tmp_path / DEMO_CHECKPOINT.name
 
 
 def test_models_folder_from_environment(tmp_path, monkeypatch):
@@ -35,7 +47,7 @@ def test_models_folder_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("EMO_MODELS_DIR", str(tmp_path))
     (tmp_path / "m.safetensors").write_bytes(b"x")
     assert services.model_folders() == [tmp_path]
-    assert services.list_checkpoints() == ["m.safetensors"]
+    assert services.list_checkpoints() == sorted(["m.safetensors"] + BUNDLED)
 
 
 def test_missing_checkpoint_names_the_folders(tmp_path):
@@ -207,9 +219,9 @@ def test_registers_models_emo_and_keeps_extra_model_paths(fake_comfyui):
     services.register_model_folder()
     services.register_model_folder()  # idempotent
     folders, extensions = fake_comfyui.folder_paths.folder_names_and_paths["emo"]
-    assert folders == [str(fake_comfyui.models / "emo"), str(fake_comfyui.extra)]
+    assert folders == [str(fake_comfyui.models / "emo"), str(fake_comfyui.extra), str(services.BUNDLED_FOLDER)]
     assert ".safetensors" in extensions
-    assert services.list_checkpoints() == ["a.safetensors", "b.safetensors"]
+    assert services.list_checkpoints() == sorted(["a.safetensors", "b.safetensors"] + BUNDLED)
     assert services.resolve_checkpoint("b.safetensors") == fake_comfyui.extra / "b.safetensors"
 
 
@@ -254,7 +266,7 @@ def test_registers_the_folder_when_no_extra_paths(fake_comfyui):
     del fake_comfyui.folder_paths.folder_names_and_paths["emo"]
     services.register_model_folder()
     assert fake_comfyui.folder_paths.folder_names_and_paths["emo"] == (
-        [str(fake_comfyui.models / "emo")], {".safetensors"})
+        [str(fake_comfyui.models / "emo"), str(services.BUNDLED_FOLDER)], {".safetensors"})
 
 
 def test_comfyui_services_are_used(fake_comfyui):

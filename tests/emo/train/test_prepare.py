@@ -211,3 +211,53 @@ def test_speed_buckets_follow_the_data():
     centres, radii = compute_speed_buckets(speeds, 4)
     np.testing.assert_allclose(centres, [0.125, 0.375, 0.625, 0.875], atol=0.01)
     np.testing.assert_allclose(radii, 0.25, atol=0.01)
+
+
+def test_synthetic_talkers_use_their_ground_truth(tmp_path, tiny_checkpoint):
+    """An `emo synth` talker's .json gives the face boxes and speeds (Haar finds drawn 64-px faces in
+    ~20 % of frames); the whole square frame is the crop; speeds follow the dataset's frame rate."""
+    from emo import synthetic
+
+    videos = tmp_path / "talkers"
+    videos.mkdir()
+    talker = synthetic.make_talker(7, 1.6, fps=25.0, size=64, speed=np.linspace(0.2, 1.2, 40))
+    synthetic.write_talker(talker, videos / "talker_0000007.mp4")
+    (videos / "plain.json").write_text('{"not": "a talker"}')  # other JSON files are not read as truth
+
+    out = tmp_path / "dataset"
+    summary = prepare_dataset(videos, out, tiny_checkpoint, PrepareOptions(fps=25, size=64))
+    (record,) = summary.prepared
+    assert record["faces_and_speeds"] == "ground truth" and record["face_detected"] == 1.0
+    dataset = layout.open_dataset(out)
+    (clip,) = dataset.clips
+    assert clip.num_frames == 40
+    np.testing.assert_allclose(dataset.array(clip, "boxes"), talker.face_boxes, atol=0.01)
+    np.testing.assert_allclose(dataset.array(clip, "speed"), talker.speed, atol=1e-4)
+    frames = np.asarray(dataset.array(clip, "frames"), dtype=np.float32)
+    assert np.abs(frames - talker.frames).mean() < 6  # the whole frame, only video-coding error
+
+    half = prepare_dataset(videos, tmp_path / "at10", tiny_checkpoint, PrepareOptions(fps=10, size=32))
+    clip10 = layout.open_dataset(tmp_path / "at10").clips[0]
+    index = np.floor(np.arange(clip10.num_frames) * 2.5 + 1e-9).astype(int)
+    np.testing.assert_allclose(layout.open_dataset(tmp_path / "at10").array(clip10, "speed"),
+                               talker.speed[index] * 2.5, atol=1e-3)  # degrees per frame at 10 fps
+    assert half.prepared[0]["faces_and_speeds"] == "ground truth"
+
+    detected = prepare_dataset(videos, tmp_path / "detected", tiny_checkpoint,
+                               PrepareOptions(fps=25, size=64, ground_truth=False))
+    outcome = (detected.prepared + detected.skipped)[0]
+    assert outcome.get("faces_and_speeds", "detected and estimated") == "detected and estimated"
+
+
+def test_a_malformed_ground_truth_skips_the_video_with_a_reason(tmp_path, tiny_checkpoint):
+    from emo import synthetic
+
+    videos = tmp_path / "talkers"
+    videos.mkdir()
+    path = synthetic.write_talker(synthetic.make_talker(8, 1.2, size=64), videos / "talker_0000008.mp4")
+    truth = json.loads(path.with_suffix(".json").read_text())
+    truth["speed"] = truth["speed"][:5]
+    path.with_suffix(".json").write_text(json.dumps(truth))
+    summary = prepare_dataset(videos, tmp_path / "dataset", tiny_checkpoint, PrepareOptions(fps=25, size=64))
+    (skipped,) = summary.skipped
+    assert "ground truth" in skipped["reason"] and "speeds" in skipped["reason"]
