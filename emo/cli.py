@@ -23,6 +23,16 @@ logger = logging.getLogger("emo.cli")
 VIDEO_FORMATS = {".mp4": "h264-mp4", ".webm": "vp9-webm"}
 
 
+def output_file(path, suffixes, option: str = "--out") -> Path:
+    """Check an output path before any work: a known suffix and an existing folder."""
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} must end in {' or '.join(suffixes)}, got {out.name!r}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output folder {out.parent} does not exist; create it first")
+    return out
+
+
 def pick_device(name: str) -> torch.device:
     if name != "auto":
         return torch.device(name)
@@ -65,12 +75,8 @@ def cmd_generate(args) -> None:
     from .pipeline import EMOPipeline, GenerationSettings
     from .video import write_video
 
-    out = Path(args.out)
-    video_format = VIDEO_FORMATS.get(out.suffix.lower())
-    if video_format is None:
-        raise ValueError(f"--out must end in {' or '.join(VIDEO_FORMATS)}, got {out.name!r}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"the output folder {out.parent} does not exist; create it first")
+    out = output_file(args.out, tuple(VIDEO_FORMATS))
+    video_format = VIDEO_FORMATS[out.suffix.lower()]
     image = image_lib.load_image(args.image)
     waveform, sample_rate = audio_lib.load_audio(args.audio)
     from .checkpoints import DEMO_CHECKPOINT
