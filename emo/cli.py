@@ -110,9 +110,13 @@ def cmd_generate(args) -> None:
     fps = args.fps or defaults.fps
     features = pipeline.encode_audio(waveform, sample_rate, fps, start_seconds=args.start,
                                      duration_seconds=args.duration)
+    weights = (args.pose_weight, args.face_weight, args.lip_weight)
     settings = GenerationSettings(size=size, fps=fps, steps=args.steps, seed=args.seed,
                                   guidance_scale=args.guidance, scheduler=args.scheduler,
-                                  frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames)
+                                  frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames,
+                                  region_scales=None if weights == (None,) * 3 else
+                                  tuple(1.0 if w is None else w for w in weights))
+    face_embedding = _load_face_embedding(args.face_embedding) if args.face_embedding else None
     resolved = settings.resolve(defaults)
     from .pipeline import num_clips
 
@@ -124,11 +128,34 @@ def cmd_generate(args) -> None:
             bar.set_postfix_str(f"clip {p.clip + 1}/{p.num_clips}")
 
         clips = pipeline.iter_clips(reference, features, face_mask=mask, speed=args.speed,
-                                    settings=settings, callback=on_progress)
+                                    settings=settings, callback=on_progress, face_embedding=face_embedding)
         write_video(out, clips, fps, audio=(features.waveform, features.sample_rate),
                     format=video_format, crf=args.crf,
                     metadata={"comment": f"EMO (Emote Portrait Alive) seed={args.seed}"})
     print(f"wrote {out} ({features.num_frames} frames at {fps:g} fps, {features.duration_seconds():.2f} s)")
+
+
+def _load_face_embedding(path) -> torch.Tensor:
+    """A face-recognition embedding saved as .npy, .pt (weights_only) or .safetensors (one tensor)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--face-embedding: no file at {path}")
+    if path.suffix == ".npy":
+        import numpy as np
+
+        tensor = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = list(load_file(str(path)).values())
+        if len(tensors) != 1:
+            raise ValueError(f"--face-embedding: {path.name} holds {len(tensors)} tensors; give one")
+        tensor = tensors[0]
+    else:
+        tensor = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"--face-embedding: {path.name} does not hold a tensor")
+    return tensor.float().flatten()
 
 
 def cmd_new_checkpoint(args) -> None:
@@ -190,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--start", type=float, default=0.0, help="audio start, seconds")
     gen.add_argument("--duration", type=float, default=None, help="audio duration to use, seconds")
     gen.add_argument("--crf", type=int, default=19, help="video quality (lower = better, bigger)")
+    for region, label in (("pose", "background/head pose"), ("face", "face"), ("lip", "lips")):
+        gen.add_argument(f"--{region}-weight", type=float, default=None,
+                         help=f"Hallo models: weight of the audio on the {label} (default 1.0)")
+    gen.add_argument("--face-embedding", default=None,
+                     help="Hallo models: the portrait's insightface (buffalo_l) embedding, 512 values "
+                          "(.npy/.pt/.safetensors); without it zeros are used")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     gen.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -99,8 +99,10 @@ def _check_speed_range(speed: EMOSpeed, model: EMOModelHandle) -> None:
 def sample(model: EMOModelHandle, reference: EMOReference, audio_features: AudioFeatures, seed: int,
            steps: int, cfg: float, scheduler: str, frames_per_clip: int, motion_frames: int,
            face_mask: torch.Tensor | None = None, speed: EMOSpeed | None = None,
-           node_id: str | None = None) -> tuple[torch.Tensor, float, dict]:
-    """The node's body: (frames [F, H, W, 3], fps, readout)."""
+           node_id: str | None = None, region_weights: tuple[float, float, float] | None = None,
+           ) -> tuple[torch.Tensor, float, dict]:
+    """The node's body: (frames [F, H, W, 3], fps, readout). region_weights: Hallo models'
+    (pose, face, lip) audio weights (None: the checkpoint's; ignored by EMO models)."""
     for name, value, expected, source in (
         ("model", model, EMOModelHandle, "EMOModelLoader"),
         ("reference", reference, EMOReference, "LoadReference"),
@@ -126,7 +128,7 @@ def sample(model: EMOModelHandle, reference: EMOReference, audio_features: Audio
     services.send_ui_message("emo.plan", {"node": node_id, **info})
     settings = GenerationSettings(size=reference.size, fps=fps, frames_per_clip=frames_per_clip,
                                   motion_frames=motion_frames, steps=steps, guidance_scale=cfg,
-                                  seed=seed, scheduler=scheduler)
+                                  seed=seed, scheduler=scheduler, region_scales=region_weights)
     progress = services.Progress(clips * steps)
     previews = services.latent_previews_enabled()
 
@@ -228,12 +230,20 @@ class EMOSampler:
                     "tooltip": "Head-motion speed from SpeedControl. Without it the checkpoint's default "
                                "(speech) is used.",
                 }),
+                **{f"{region}_weight": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                    "tooltip": f"Hallo models only (ignored by EMO models): weight of the audio on the "
+                               f"{label}. Hallo's default is 1.0 for pose, face and lip.",
+                }) for region, label in (("pose", "background and head pose"), ("face", "face"),
+                                         ("lip", "lips"))},
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def sample(self, model, reference, audio_features, seed, steps, cfg, scheduler, frames_per_clip,
-               motion_frames, face_mask=None, speed=None, unique_id=None):
+               motion_frames, face_mask=None, speed=None, pose_weight=1.0, face_weight=1.0, lip_weight=1.0,
+               unique_id=None):
         frames, fps, info = sample(model, reference, audio_features, seed, steps, cfg, scheduler,
-                                   frames_per_clip, motion_frames, face_mask, speed, node_id=unique_id)
+                                   frames_per_clip, motion_frames, face_mask, speed, node_id=unique_id,
+                                   region_weights=(pose_weight, face_weight, lip_weight))
         return {"ui": {"emo_readout": [info]}, "result": (frames, fps)}

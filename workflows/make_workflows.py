@@ -199,6 +199,8 @@ def to_api(graph: Graph, specs: dict[str, NodeSpec]) -> dict:
             if name in node.inputs:
                 value = node.inputs[name]
                 inputs[name] = [str(value[0]), value[1]] if isinstance(value, tuple) else value
+            elif name in spec.widgets and name in spec.defaults:
+                inputs[name] = spec.defaults[name]  # the front end sends every widget's value
         unknown = set(node.inputs) - {name for name, _ in spec.inputs}
         if unknown:
             raise ValueError(f"{node.type} #{node.id}: unknown inputs {sorted(unknown)}")
@@ -252,7 +254,7 @@ def to_ui(graph: Graph, specs: dict[str, NodeSpec]) -> dict:
             if isinstance(widget, tuple):
                 values.append(widget[1])
             else:
-                value = node.inputs.get(widget)
+                value = node.inputs.get(widget, spec.defaults.get(widget))  # unset: the default
                 values.append(spec.defaults.get(widget) if isinstance(value, tuple) else value)
         ui_node = {
             "id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size), "flags": {},

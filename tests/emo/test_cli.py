@@ -176,3 +176,22 @@ def test_bundled_sample_is_a_held_out_talker():
     seed = synthetic.EVALUATION_SEED_START + 100  # examples/make_demo_sample.py
     assert np.array_equal(image, synthetic.render_frame(synthetic.make_identity(seed), image.shape[0]))
     assert (assets / "sample_voice.wav").stat().st_size < 200_000
+
+
+def test_face_embedding_files_load_and_bad_ones_fail(tmp_path):
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from emo.cli import _load_face_embedding
+
+    np.save(tmp_path / "e.npy", np.arange(4, dtype=np.float32))
+    torch.save(torch.ones(2, 2), tmp_path / "e.pt")
+    save_file({"embedding": torch.zeros(3)}, str(tmp_path / "e.safetensors"))
+    assert _load_face_embedding(tmp_path / "e.npy").tolist() == [0, 1, 2, 3]
+    assert _load_face_embedding(tmp_path / "e.pt").shape == (4,)
+    assert _load_face_embedding(tmp_path / "e.safetensors").shape == (3,)
+    with pytest.raises(FileNotFoundError, match="--face-embedding"):
+        _load_face_embedding(tmp_path / "missing.npy")
+    save_file({"a": torch.zeros(1), "b": torch.zeros(1)}, str(tmp_path / "two.safetensors"))
+    with pytest.raises(ValueError, match="holds 2 tensors"):
+        _load_face_embedding(tmp_path / "two.safetensors")

@@ -155,3 +155,18 @@ def test_input_errors(inputs):
                               waveform=torch.zeros(1, 10), sample_rate=16000)
     with pytest.raises(ValueError, match="EMOSampler: EMOPipeline settings: fps must be > 0"):
         run(inputs, audio_features=wrong_fps)
+
+
+def test_hallo_region_weights_reach_the_pipeline(inputs, monkeypatch):
+    import emo.pipeline
+
+    seen = []
+    original = emo.pipeline.EMOPipeline.iter_clips
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["settings"].region_scales)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(emo.pipeline.EMOPipeline, "iter_clips", spy)
+    run(inputs, pose_weight=0.5, face_weight=1.0, lip_weight=2.0)
+    assert seen == [(0.5, 1.0, 2.0)]
