@@ -20,14 +20,13 @@ import functools
 import logging
 import os
 import re
-from pathlib import Path
 
 import torch
 
 from ..config import EMOConfig
 from ..models.temporal import SPEED_KEY_MARKER, sinusoidal_table
 from . import layout
-from .files import WeightFile, WeightFileError, open_folder_weights, open_weights
+from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, existing_path
 from .identify import describe_weights
 from .layout import Plan, Shape
 
@@ -101,10 +100,8 @@ def plan_motion_module(path: str | os.PathLike | WeightFile, config: EMOConfig,
     if isinstance(path, WeightFile):
         source = path
     else:
-        path = Path(path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{WHAT}: {path} does not exist; give e.g. mm_sd_v15_v2.ckpt or "
-                                    "mm_sd_v15_v2.safetensors (or a diffusers MotionAdapter folder).")
+        path = existing_path(path, WHAT, "give e.g. mm_sd_v15_v2.ckpt or "
+                             "mm_sd_v15_v2.safetensors (or a diffusers MotionAdapter folder).")
         source = (open_folder_weights(path, ("diffusion_pytorch_model",), WHAT) if path.is_dir()
                   else open_weights(path, WHAT))
     view = source.meta_view()

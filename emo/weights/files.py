@@ -212,6 +212,14 @@ class WeightFile(Mapping):
         return f"WeightFile({str(self.path)!r}, {len(self)} tensors)"
 
 
+def existing_path(path: str | os.PathLike, what: str, hint: str) -> Path:
+    """`path` as a Path, or a FileNotFoundError naming the component and what to give instead."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: {path} does not exist; {hint}")
+    return path
+
+
 def open_weights(path: str | os.PathLike, what: str) -> WeightFile:
     """Open one weights file; `what` ("SD1.5 checkpoint", ...) goes into error messages."""
     path = Path(path).expanduser()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import EMOConfig, UNetConfig
 from . import layout
-from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_json
+from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_json, existing_path
 from .identify import describe_weights, diffusers_model_type
 from .layout import Plan, Shape
 from .vae import plan_vae_in_checkpoint, plan_vae_path
@@ -109,10 +109,8 @@ def plan_sd15(path: str | os.PathLike | WeightFile, config: EMOConfig, unet_expe
     if isinstance(path, WeightFile):
         source, path = path, path.path
     else:
-        path = Path(path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{what}: {path} does not exist; give a Stable Diffusion 1.5 "
-                                    "checkpoint file (.safetensors/.ckpt) or a diffusers folder.")
+        path = existing_path(path, what, "give a Stable Diffusion 1.5 "
+                             "checkpoint file (.safetensors/.ckpt) or a diffusers folder.")
         if path.is_dir():
             unet_plan, vae_dir = _plan_diffusers_folder(path, config, what)
             layout.check(unet_plan, unet_expected, expected_text=text)

@@ -22,7 +22,7 @@ import torch
 
 from ..config import EMOConfig
 from . import layout
-from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_json
+from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_json, existing_path
 from .identify import describe_weights
 from .layout import Plan, Shape
 
@@ -96,10 +96,8 @@ def plan_vae_path(path: str | os.PathLike | WeightFile, config: EMOConfig, expec
     if isinstance(path, WeightFile):
         source = path
     else:
-        path = Path(path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{what}: {path} does not exist; give a VAE file (e.g. "
-                                    "vae-ft-mse-840000-ema-pruned.safetensors) or a diffusers vae folder.")
+        path = existing_path(path, what, "give a VAE file (e.g. "
+                             "vae-ft-mse-840000-ema-pruned.safetensors) or a diffusers vae folder.")
         if path.is_dir():
             folder = path / "vae" if (path / "vae").is_dir() else path
             cfg_path = folder / "config.json"

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from ..config import EMOConfig
 from . import layout
-from .files import WeightFile, WeightFileError, listing, open_folder_weights, open_weights, read_json
+from .files import WeightFile, WeightFileError, listing, open_folder_weights, open_weights, read_json, existing_path
 from .identify import describe_weights
 from .layout import Plan, Shape
 
@@ -64,10 +63,8 @@ def plan_wav2vec2(path: str | os.PathLike | WeightFile, config: EMOConfig, expec
     if isinstance(path, WeightFile):
         source = path
     else:
-        path = Path(path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{WHAT}: {path} does not exist; give the wav2vec2-base-960h folder "
-                                    "(config.json + model.safetensors) or a single .safetensors file.")
+        path = existing_path(path, WHAT, "give the wav2vec2-base-960h folder "
+                             "(config.json + model.safetensors) or a single .safetensors file.")
         if path.is_dir():
             cfg_path = path / "config.json"
             if not cfg_path.is_file():
