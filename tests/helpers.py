@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +69,33 @@ def portrait(size: int = 64, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     small = torch.rand(1, 3, 4, 4, generator=generator)
     return torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear")[0].permute(1, 2, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accelerate_launch(arguments: list, tmp_path: Path, processes: int = 2, timeout: float = 240) -> str:
+    """`accelerate launch --multi_gpu` with `processes` CPU processes (DDP over gloo) running
+    `arguments` (a script and its arguments, or `-m module ...`); returns what they printed, and
+    fails the test when the run exits non-zero or is not done in `timeout` seconds."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "HF_HOME": str(tmp_path / "hf")}  # no user accelerate config
+    # Without GPUs, --multi_gpu starts torch.distributed processes and the code asks accelerate
+    # for the CPU, which then uses gloo; `--cpu` would ask for MPI instead.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), *map(str, arguments)]
+    # Own process group, so a hung run is ended with all the processes the launcher started.
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise AssertionError(f"the {processes}-process run did not finish in {timeout} s:\n" + output[-3000:]) from None
+    assert process.returncode == 0, output[-6000:]
+    return output
