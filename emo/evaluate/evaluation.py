@@ -141,7 +141,7 @@ def _seam_ratio(measurements: list[VideoMeasurement]) -> float:
     return seam / around if around > 1e-12 else (1.0 if seam < 1e-12 else float("inf"))
 
 
-class _Generator:
+class TalkerGenerator:
     """Runs the pipeline on talkers, caching by (seed, speed)."""
 
     def __init__(self, pipeline, options: EvaluationOptions, size: int, fps: float):
@@ -178,7 +178,7 @@ def evaluate_pipeline(pipeline, options: EvaluationOptions | None = None,
     options.check()
     defaults = pipeline.config.defaults
     size, fps = int(defaults.size), float(defaults.fps)
-    generate = _Generator(pipeline, options, size, fps)
+    generate = TalkerGenerator(pipeline, options, size, fps)
     f = generate.frames_per_clip
     num_frames = frame_count(int(round(options.seconds * synthetic.SAMPLE_RATE)), synthetic.SAMPLE_RATE, fps)
     if num_frames <= f:
