@@ -194,7 +194,7 @@ class Runner:
 
     def generator(self, scheduler: str, steps: int) -> TalkerGenerator:
         generate = TalkerGenerator(self.pipeline, EvaluationOptions(steps=steps, seed=self.options.seed),
-                              self.size, self.fps)
+                                   self.size, self.fps)
         generate.settings = replace(generate.settings, scheduler=scheduler)
         return generate
 
