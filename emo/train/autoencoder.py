@@ -72,6 +72,56 @@ class FrameSampler:
         return pixels / 127.5 - 1.0
 
 
+class SyntheticFrameSampler:
+    """Frames of `emo.synthetic` faces rendered on the fly: identity seeds 0..count-1 (all below
+    the held-out range), each frame at a random head roll (within the talkers' range), mouth
+    opening and eye openness. Draw d is a pure function of (seed, stream, d), like FrameSampler's.
+    Rendering a 64-px face takes about a millisecond, so thousands of identities cost nothing to
+    store; the identities are made lazily and kept (a few hundred bytes each)."""
+
+    def __init__(self, count: int, size: int, seed: int):
+        from .. import synthetic
+
+        if count < 1:
+            raise ValueError(f"stage vae: synthetic_identities must be >= 1, got {count}")
+        if count > synthetic.EVALUATION_SEED_START:
+            raise ValueError(f"stage vae: synthetic_identities {count} would reach the held-out seeds "
+                             f"(>= {synthetic.EVALUATION_SEED_START}); use fewer")
+        self.synthetic, self.count, self.size, self.seed = synthetic, int(count), int(size), int(seed)
+        self.identities: dict[int, object] = {}
+
+    def _identity(self, seed: int):
+        if seed not in self.identities:
+            self.identities[seed] = self.synthetic.make_identity(seed)
+        return self.identities[seed]
+
+    def batch(self, step: int, size: int, stream: int = 3) -> torch.Tensor:
+        """float32 [size, 3, S, S] in -1..1."""
+        rng = np.random.default_rng([self.seed, stream, int(step), 1])
+        frames = []
+        for _ in range(size):
+            identity = self._identity(int(rng.integers(0, self.count)))
+            angle = float(rng.uniform(-self.synthetic.MAX_ANGLE, self.synthetic.MAX_ANGLE))
+            eyes = 1.0 if rng.random() < 0.7 else float(rng.random())
+            frames.append(self.synthetic.render_frame(identity, self.size, angle, float(rng.random()), eyes))
+        pixels = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
+        return pixels / 127.5 - 1.0
+
+
+class MixedFrameSampler:
+    """`share` of each batch from `extra` (rounded, at least one frame), the rest from `base`."""
+
+    def __init__(self, base, extra, share: float):
+        self.base, self.extra, self.share = base, extra, float(share)
+
+    def batch(self, step: int, size: int, stream: int = 3) -> torch.Tensor:
+        extra = min(size, max(1, round(size * self.share)))
+        parts = [self.extra.batch(step, extra, stream)]
+        if size > extra:
+            parts.insert(0, self.base.batch(step, size - extra, stream))
+        return torch.cat(parts)
+
+
 def autoencoder_loss(vae, pixels: torch.Tensor, kl_weight: float, generator=None) -> dict[str, torch.Tensor]:
     """Reconstruction + KL of a batch of pixels [B, 3, S, S] in -1..1 (see the module docstring)."""
     posterior = vae.encode(pixels).latent_dist
@@ -109,6 +159,11 @@ def train_autoencoder(config: TrainConfig, on_step: Callable[[dict], None] | Non
     if sampler.dataset.size % model.config.latent_scale:
         raise ValueError(f"stage vae: dataset size {sampler.dataset.size} is not a multiple of the VAE's "
                          f"{model.config.latent_scale}")
+    training_frames = sampler
+    settings = config.autoencoder
+    if settings.synthetic_identities:
+        synthetic_frames = SyntheticFrameSampler(settings.synthetic_identities, sampler.dataset.size, config.seed)
+        training_frames = MixedFrameSampler(sampler, synthetic_frames, settings.synthetic_share)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae = model.vae.to(device).train().requires_grad_(True)
     opt = config.optimizer
@@ -127,7 +182,7 @@ def train_autoencoder(config: TrainConfig, on_step: Callable[[dict], None] | Non
     generator = torch.Generator().manual_seed(config.seed)
     for step in range(1, config.max_steps + 1):
         started = time.perf_counter()
-        losses = autoencoder_loss(vae, sampler.batch(step, config.batch_size).to(device),
+        losses = autoencoder_loss(vae, training_frames.batch(step, config.batch_size).to(device),
                                   config.autoencoder.kl_weight, generator)
         losses["loss"].backward()
         if opt.max_grad_norm:
@@ -153,6 +208,9 @@ def train_autoencoder(config: TrainConfig, on_step: Callable[[dict], None] | Non
     dtype = None if config.export_precision == "fp32" else config.export_precision
     save_checkpoint(model, path, dtype=dtype,
                     description=f"EMO stage vae (autoencoder only), step {config.max_steps}, batch "
-                                f"{config.batch_size}, data {sampler.dataset.root.name}; latent scaling {scale:.4f}")
+                                f"{config.batch_size}, data {sampler.dataset.root.name}"
+                                + (f" + {settings.synthetic_identities} synthetic identities"
+                                   if settings.synthetic_identities else "")
+                                + f"; latent scaling {scale:.4f}")
     logger.info("stage vae: latent scaling factor %.4f", scale)
     return path

@@ -88,9 +88,17 @@ class LoggingConfig:
 @dataclass
 class AutoencoderConfig:
     """Stage `vae` only (emo/train/autoencoder.py): the weight of the KL term next to the L1 + MSE
-    reconstruction loss."""
+    reconstruction loss, and how many extra synthetic identities are drawn on the fly.
+
+    synthetic_identities: when > 0, `synthetic_share` of every batch are frames of `emo.synthetic`
+    faces rendered on the fly from that many identities (seeds below the held-out range), at random
+    poses, mouth openings and blinks; the rest are dataset frames. A dataset of a few hundred talkers
+    teaches the autoencoder those few hundred palettes only; it then shifts the colours of unseen
+    faces (held-out pixel error 3x the training one), which no later stage can undo."""
 
     kl_weight: float = 1.0e-4
+    synthetic_identities: int = 0
+    synthetic_share: float = 0.5
 
 
 @dataclass
@@ -126,6 +134,10 @@ class TrainConfig:
         checks = [
             (self.stage in (1, 2, 3, "vae"), f"stage must be 1, 2, 3 or vae, got {self.stage!r}"),
             (self.autoencoder.kl_weight >= 0, f"autoencoder.kl_weight must be >= 0, got {self.autoencoder.kl_weight}"),
+            (self.autoencoder.synthetic_identities >= 0,
+             f"autoencoder.synthetic_identities must be >= 0, got {self.autoencoder.synthetic_identities}"),
+            (0 < self.autoencoder.synthetic_share <= 1,
+             f"autoencoder.synthetic_share must be in (0, 1], got {self.autoencoder.synthetic_share}"),
             (bool(self.init), "init is not set: give the EMO checkpoint to start from"),
             (bool(self.data.root), "data.root is not set: give a dataset written by `python -m emo prepare`"),
             (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from emo.checkpoints import load_checkpoint
 from emo.cli import main
-from emo.train.autoencoder import FrameSampler, autoencoder_loss
+from emo import synthetic
+from emo.train.autoencoder import FrameSampler, MixedFrameSampler, SyntheticFrameSampler, autoencoder_loss
 from emo.train.config import load_train_config
 from tests.emo.train.conftest import train_args
 from tests.helpers import REPO
@@ -65,3 +66,39 @@ def test_stage_vae_config():
     assert config.stage == "vae" and config.autoencoder.kl_weight > 0
     with pytest.raises(ValueError, match="stage must be 1, 2, 3 or vae"):
         load_train_config(REPO / "configs" / "train" / "demo_vae.yaml", ["stage=4"])
+
+
+def test_synthetic_frames_are_seeded_renders_of_the_training_identities():
+    sampler = SyntheticFrameSampler(count=3, size=32, seed=0)
+    batch = sampler.batch(5, 8)
+    assert batch.shape == (8, 3, 32, 32) and batch.dtype == torch.float32
+    assert -1.0 <= float(batch.min()) and float(batch.max()) <= 1.0
+    assert torch.equal(batch, SyntheticFrameSampler(count=3, size=32, seed=0).batch(5, 8))  # pure function of the draw
+    assert not torch.equal(batch, sampler.batch(6, 8))
+    assert not torch.equal(batch, SyntheticFrameSampler(count=3, size=32, seed=1).batch(5, 8))
+    # Only identities 0..count-1: every frame's corner (the background) is one of theirs.
+    backgrounds = {tuple(synthetic.make_identity(s).background) for s in range(3)}
+    frames = torch.cat([sampler.batch(step, 8) for step in range(4)])
+    corners = ((frames[:, :, 0, 0] + 1) * 127.5).round().to(torch.int64)
+    assert {tuple(c.tolist()) for c in corners} <= backgrounds
+    assert len({tuple(c.tolist()) for c in corners}) > 1
+    with pytest.raises(ValueError, match="held-out seeds"):
+        SyntheticFrameSampler(count=synthetic.EVALUATION_SEED_START + 1, size=32, seed=0)
+
+
+def test_mixed_batches_take_the_share_from_the_synthetic_faces(prepared):
+    base = FrameSampler(prepared, seed=0)
+    extra = SyntheticFrameSampler(count=10, size=base.dataset.size, seed=0)
+    batch = MixedFrameSampler(base, extra, share=0.25).batch(3, 8)
+    assert batch.shape[0] == 8
+    assert torch.equal(batch[:6], base.batch(3, 6)) and torch.equal(batch[6:], extra.batch(3, 2))
+    assert torch.equal(MixedFrameSampler(base, extra, share=1.0).batch(3, 4), extra.batch(3, 4))
+
+
+def test_stage_vae_synthetic_settings_are_checked():
+    config = load_train_config(REPO / "configs" / "train" / "demo_vae.yaml")
+    assert config.autoencoder.synthetic_identities > 1000 and 0 < config.autoencoder.synthetic_share <= 1
+    for override, message in (("autoencoder.synthetic_share=0", "synthetic_share must be in"),
+                              ("autoencoder.synthetic_identities=-1", "synthetic_identities must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            load_train_config(REPO / "configs" / "train" / "demo_vae.yaml", [override])
