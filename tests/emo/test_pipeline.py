@@ -87,6 +87,30 @@ def test_clips_are_chained_through_motion_frames(pipe):
         assert ((first[4:] - second[4:]).abs().max() > 1e-4) == expect_change
 
 
+def test_motion_frames_are_encodings_of_the_previous_clips_pixels(pipe, monkeypatch):
+    """As in the paper and Hallo, the next clip's motion frames are the VAE latents of the last n
+    decoded frames; `motion_from_pixels=False` passes the sampler's latents on instead."""
+    encoded = []
+    original = pipe.encode_reference
+
+    def recording(pixels):
+        encoded.append(pixels.clone())
+        return original(pixels)
+
+    monkeypatch.setattr(pipe, "encode_reference", recording)
+    settings = GenerationSettings(**{**SETTINGS.__dict__, "motion_frames": 2})
+    chunks = list(pipe.iter_clips(portrait(64), features(10), face_mask=box_mask(64), settings=settings))
+    assert [tuple(p.shape) for p in encoded] == [(1, 3, 64, 64), (2, 3, 64, 64), (2, 3, 64, 64)]
+    for clip, pixels in enumerate(encoded[1:]):  # the last 2 frames of clips 1 and 2, as returned
+        assert torch.equal(pixels, chunks[clip][-2:].permute(0, 3, 1, 2))
+    encoded.clear()
+    latent = run(pipe, features(10), settings=GenerationSettings(**{**settings.__dict__,
+                                                                    "motion_from_pixels": False})).frames
+    assert len(encoded) == 1  # the reference only
+    pixels = torch.cat(chunks)
+    assert torch.equal(latent[:4], pixels[:4]) and (latent[4:] - pixels[4:]).abs().max() > 1e-4
+
+
 def test_iter_clips_streams_clip_by_clip(pipe):
     chunks = list(pipe.iter_clips(portrait(64), features(10), face_mask=box_mask(64), settings=SETTINGS))
     assert [c.shape[0] for c in chunks] == [4, 4, 2]
