@@ -7,37 +7,9 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import test from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { FakeElement } from "./fake_dom.mjs";
 
 const WEB = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "web");
-
-class FakeElement {
-  constructor(tag) {
-    this.tagName = tag.toUpperCase();
-    this.style = {};
-    this.children = [];
-    this.listeners = {};
-    this.attributes = {};
-  }
-  appendChild(child) {
-    this.children.push(child);
-    return child;
-  }
-  addEventListener(type, fn) {
-    (this.listeners[type] ??= []).push(fn);
-  }
-  removeEventListener(type, fn) {
-    this.listeners[type] = (this.listeners[type] ?? []).filter((f) => f !== fn);
-  }
-  dispatch(type) {
-    for (const fn of this.listeners[type] ?? []) fn({ type });
-  }
-  setAttribute(name, value) {
-    this.attributes[name] = value;
-  }
-  play() {
-    return Promise.resolve();
-  }
-}
 
 async function loadExtension() {
   const root = mkdtempSync(join(tmpdir(), "emo-web-"));

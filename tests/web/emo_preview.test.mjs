@@ -13,39 +13,7 @@ import {
   videoMime,
   viewQuery,
 } from "../../web/emo_preview.js";
-
-// The smallest DOM the helpers need: elements with listeners, attributes, children.
-class FakeElement {
-  constructor(tag) {
-    this.tagName = tag.toUpperCase();
-    this.style = {};
-    this.children = [];
-    this.listeners = {};
-    this.attributes = {};
-    this.played = 0;
-  }
-  appendChild(child) {
-    this.children.push(child);
-    return child;
-  }
-  addEventListener(type, fn) {
-    (this.listeners[type] ??= []).push(fn);
-  }
-  removeEventListener(type, fn) {
-    this.listeners[type] = (this.listeners[type] ?? []).filter((f) => f !== fn);
-  }
-  dispatch(type) {
-    for (const fn of this.listeners[type] ?? []) fn({ type });
-  }
-  setAttribute(name, value) {
-    this.attributes[name] = value;
-  }
-  play() {
-    this.played += 1;
-    return Promise.resolve();
-  }
-}
-const fakeDocument = { createElement: (tag) => new FakeElement(tag) };
+import { FakeElement, fakeDocument } from "./fake_dom.mjs";
 
 const entry = {
   filename: "talk_00001.mp4",
