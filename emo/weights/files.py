@@ -276,3 +276,19 @@ def read_json(path: Path, what: str) -> dict:
         return json.loads(path.read_text())
     except ValueError as error:
         raise WeightFileError(f"{what}: {path} is not valid JSON ({error}).") from None
+
+
+def read_folder_config(folder: Path, what: str, kind: tuple[str, str], not_kind: str,
+                       missing_hint: str) -> tuple[Path, dict]:
+    """A model folder's config.json and its path, checked to describe the right model:
+    kind = (field, value), e.g. ("_class_name", "AutoencoderKL"); a missing field counts as the
+    right value (older exports omit it). not_kind ends the wrong-model message ("an
+    AutoencoderKL"), missing_hint the missing-file one."""
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{what}: {folder} has no config.json; {missing_hint}")
+    found = read_json(cfg_path, what)
+    field, value = kind
+    if found.get(field, value) != value:
+        raise WeightFileError(f"{what}: {cfg_path} describes a {found[field]}, not {not_kind}.")
+    return cfg_path, found

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import EMOConfig, UNetConfig
 from . import layout
-from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_json, existing_path
+from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_folder_config, existing_path
 from .identify import describe_weights, diffusers_model_type
 from .layout import Plan, Shape
 from .vae import plan_vae_in_checkpoint, plan_vae_path
@@ -163,13 +163,8 @@ def _plan_diffusers_folder(path: Path, config: EMOConfig, what: str) -> tuple[Pl
     else:
         raise FileNotFoundError(f"{what}: {path} is a folder without unet/ or config.json; give a "
                                 "diffusers Stable Diffusion folder (with unet/ and vae/) or a checkpoint file.")
-    cfg_path = unet_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{what}: {cfg_path} is missing; a diffusers UNet folder has a config.json.")
-    found = read_json(cfg_path, what)
-    if found.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
-        raise WeightFileError(f"{what}: {cfg_path} describes a {found['_class_name']}, not a "
-                              "UNet2DConditionModel.")
+    cfg_path, found = read_folder_config(unet_dir, what, ("_class_name", "UNet2DConditionModel"),
+                                         "a UNet2DConditionModel", "a diffusers UNet folder has one.")
     layout.check_config(found, diffusers_unet_config(config.unet), _UNET_FIELDS, what=what, path=cfg_path,
                         hint=f"EMO needs {expected_unet_text(config)}.")
     source = open_folder_weights(unet_dir, ("diffusion_pytorch_model",), what)

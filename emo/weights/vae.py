@@ -22,7 +22,7 @@ import torch
 
 from ..config import EMOConfig
 from . import layout
-from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_json, existing_path
+from .files import WeightFile, WeightFileError, open_folder_weights, open_weights, read_folder_config, existing_path
 from .identify import describe_weights
 from .layout import Plan, Shape
 
@@ -100,14 +100,8 @@ def plan_vae_path(path: str | os.PathLike | WeightFile, config: EMOConfig, expec
                              "vae-ft-mse-840000-ema-pruned.safetensors) or a diffusers vae folder.")
         if path.is_dir():
             folder = path / "vae" if (path / "vae").is_dir() else path
-            cfg_path = folder / "config.json"
-            if not cfg_path.is_file():
-                raise FileNotFoundError(f"{what}: {folder} has no config.json; give a diffusers VAE folder "
-                                        "or a VAE file.")
-            found = read_json(cfg_path, what)
-            if found.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
-                raise WeightFileError(f"{what}: {cfg_path} describes a {found['_class_name']}, "
-                                      "not an AutoencoderKL.")
+            cfg_path, found = read_folder_config(folder, what, ("_class_name", "AutoencoderKL"), "an AutoencoderKL",
+                                                 "give a diffusers VAE folder or a VAE file.")
             layout.check_config(found, config.vae, _VAE_FIELDS, what=what, path=cfg_path,
                                 hint=f"EMO needs {expected_vae_text(config)}; the SDXL VAE has other latents "
                                      "(scaling factor 0.13025) even though its shapes are the same.")

@@ -19,7 +19,7 @@ import os
 
 from ..config import EMOConfig
 from . import layout
-from .files import WeightFile, WeightFileError, listing, open_folder_weights, open_weights, read_json, existing_path
+from .files import WeightFile, listing, open_folder_weights, open_weights, read_folder_config, existing_path
 from .identify import describe_weights
 from .layout import Plan, Shape
 
@@ -66,14 +66,8 @@ def plan_wav2vec2(path: str | os.PathLike | WeightFile, config: EMOConfig, expec
         path = existing_path(path, WHAT, "give the wav2vec2-base-960h folder "
                              "(config.json + model.safetensors) or a single .safetensors file.")
         if path.is_dir():
-            cfg_path = path / "config.json"
-            if not cfg_path.is_file():
-                raise FileNotFoundError(f"{WHAT}: {path} has no config.json; give a Hugging Face model "
-                                        "folder or a single weights file.")
-            found = read_json(cfg_path, WHAT)
-            if found.get("model_type", "wav2vec2") != "wav2vec2":
-                raise WeightFileError(f"{WHAT}: {cfg_path} describes a {found['model_type']} model, not "
-                                      f"wav2vec2; EMO needs {text}.")
+            cfg_path, found = read_folder_config(path, WHAT, ("model_type", "wav2vec2"), f"wav2vec2; EMO needs {text}",
+                                                 "give a Hugging Face model folder or a single weights file.")
             layout.check_config(found, config.audio.wav2vec2, _FIELDS, what=WHAT, path=cfg_path,
                                 hint=f"EMO needs {text}.")
             source = open_folder_weights(path, ("model", "pytorch_model"), WHAT)
