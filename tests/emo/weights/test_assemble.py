@@ -14,11 +14,6 @@ from tests.emo.weights import formats
 
 
 @pytest.fixture(scope="module")
-def source(tiny_model):
-    return tiny_model
-
-
-@pytest.fixture(scope="module")
 def parts(tmp_path_factory, source):
     d = tmp_path_factory.mktemp("parts")
     ctc = formats.wav2vec2_ctc(source)

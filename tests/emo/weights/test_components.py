@@ -14,11 +14,6 @@ from tests.emo.weights import formats
 
 
 @pytest.fixture(scope="module")
-def source(tiny_model):
-    return tiny_model
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory, source):
     """Every component of `source` written in each format users have."""
     d = tmp_path_factory.mktemp("components")

@@ -15,11 +15,6 @@ from emo.weights import WeightFileError, load_components, open_weights
 from tests.emo.weights import formats
 
 
-@pytest.fixture(scope="module")
-def source(tiny_model):
-    return tiny_model
-
-
 def meta_target(config=None) -> EMOModel:
     with torch.device("meta"):
         return EMOModel(config or EMOConfig.preset("tiny"))
