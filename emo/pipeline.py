@@ -282,7 +282,8 @@ class EMOPipeline:
 
     @torch.inference_mode()
     def encode_reference(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) in 0..1 -> VAE latent (1, 4, H/8, W/8), scaled."""
+        """(N, 3, H, W) in 0..1 -> VAE latents (N, 4, H/8, W/8), scaled: the reference, and the
+        motion frames made from a clip's last frames."""
         with self._running(self.model.vae) as vae:
             x = (pixels * 2 - 1).to(self.device, vae.dtype)
             return vae.encode(x).latent_dist.mode() * vae.config.scaling_factor

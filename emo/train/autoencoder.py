@@ -43,6 +43,11 @@ STAGE = "vae"
 METRICS_FIELDS = ("step", "loss", "l1", "mse", "kl", "lr", "seconds_per_step")
 
 
+def _as_pixels(frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 frames [S, S, 3] -> float32 [N, 3, S, S] in -1..1, the VAE's input range."""
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 class FrameSampler:
     """Random single frames of a prepared dataset (stored frames): draw d is a pure function of
     (seed, d), as in emo/train/data.py."""
@@ -68,8 +73,7 @@ class FrameSampler:
         picks = rng.choice(len(self.clips), size=size, p=self.counts / self.counts.sum())
         frames = [np.array(self.dataset.array(self.clips[c], "frames")[rng.integers(0, self.counts[c])])
                   for c in picks]
-        pixels = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
-        return pixels / 127.5 - 1.0
+        return _as_pixels(frames)
 
 
 class SyntheticFrameSampler:
@@ -104,8 +108,7 @@ class SyntheticFrameSampler:
             angle = float(rng.uniform(-self.synthetic.MAX_ANGLE, self.synthetic.MAX_ANGLE))
             eyes = 1.0 if rng.random() < 0.7 else float(rng.random())
             frames.append(self.synthetic.render_frame(identity, self.size, angle, float(rng.random()), eyes))
-        pixels = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
-        return pixels / 127.5 - 1.0
+        return _as_pixels(frames)
 
 
 class MixedFrameSampler:
