@@ -267,15 +267,21 @@ class EMOPipeline:
         """(H, W, 3) or (N, H, W, 3) in 0..1, square -> (1, 3, size, size) in 0..1."""
         if image.ndim == 4:
             image = image[0]
-        if image.ndim != 3 or image.shape[-1] != 3:
+        if image.ndim != 3:
             raise ValueError(f"EMOPipeline: the reference image must be (H, W, 3), got {tuple(image.shape)}.")
-        h, w = image.shape[:2]
+        return self._square_pixels(image[None], size, "the reference image")
+
+    def _square_pixels(self, images: torch.Tensor, size: int, what: str) -> torch.Tensor:
+        """(N, H, W, 3) in 0..1, square -> (N, 3, size, size) in 0..1."""
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"EMOPipeline: {what} must be (H, W, 3) RGB, got {tuple(images.shape[1:])}.")
+        h, w = images.shape[1:3]
         if h != w:
             raise ValueError(
-                f"EMOPipeline: the reference image is {w}x{h}; it must be square. Prepare it with "
+                f"EMOPipeline: {what} is {w}x{h}; it must be square. Prepare it with "
                 "emo.image.prepare_reference (or the LoadReference node), which crops around the face."
             )
-        x = image.permute(2, 0, 1)[None].float()
+        x = images.permute(0, 3, 1, 2).float()
         if h != size:
             x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
         return x.clamp(0, 1)
@@ -309,13 +315,18 @@ class EMOPipeline:
         callback: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         face_embedding: torch.Tensor | None = None,
+        motion_images: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the decoded frames of each clip, (n, H, W, 3) float 0..1 on the CPU; the clips
         together have exactly `audio.num_frames` frames.
 
         reference_image: (H, W, 3) square, 0..1; face_mask: (H, W) or None to detect the face;
         speed: float, SpeedCurve or one value per frame; face_embedding: (E,) face-recognition
-        embedding, used by Hallo models only (zeros when not given)."""
+        embedding, used by Hallo models only (zeros when not given); motion_images: (K, H, W, 3)
+        square, 0..1, the frames just before the audio starts (e.g. the end of an earlier video
+        of this face, to continue it): the first clip's motion frames are their last n, made as
+        a later clip's are. None (or K < n for the missing ones): the model's first-clip motion
+        frames, zeros (EMO) or copies of the reference (Hallo)."""
         model = self.model
         s = (settings or GenerationSettings()).resolve(model.config.defaults)
         if abs(s.fps - audio.fps) > 1e-6:
@@ -351,6 +362,10 @@ class EMOPipeline:
             motion_latents = ref_latent[:, None].repeat(1, n, 1, 1, 1)
         else:  # EMO: zeros
             motion_latents = torch.zeros(1, n, 4, h, w, device=device, dtype=dtype)
+        if motion_images is not None and n > 0:
+            given = _last(self._square_pixels(motion_images, s.size, "motion_images"), min(n, len(motion_images)), 0)
+            given = self.encode_reference(given)[None].to(dtype)
+            motion_latents = _last(torch.cat([motion_latents, given], dim=1), n, dim=1)
         motion_speeds = speeds[:1].repeat(n)
         for clip in range(clips):
             start = clip * f

@@ -5,7 +5,8 @@ Steps:
    at the model's size and frame rate;
 2. for each, run the EMO pipeline with frame 0 as the reference, its audio, its face box (grown
    by 20 %, as the pipeline does for a detected face) as the face mask, and a speed;
-3. for the first talker, also run it at every speed of `speeds`;
+3. for the first talker, also run it at every speed of `speeds`, and once more at the fastest
+   for one clip that continues the talker's own first n frames (given as the motion frames);
 4. measure the generated videos and, with the very same code, the ground-truth videos
    (`measure_video`), then compare with the targets.
 
@@ -38,6 +39,7 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "lip_sync_offset": ("==", 0, "frames; the offset of the best mean correlation (> 0: video lags audio)"),
     "identity_ratio": ("<=", 0.5, "identity distance to the reference / distance between different identities"),
     "speed_spearman": ("==", 1.0, "rank correlation of measured head motion with the requested speed"),
+    "speed_gain": (">=", 0.5, "slope of measured head motion (deg/frame) on the requested speed; truth ~1"),
     "seam_ratio": ("<=", 1.5, "frame change at clip seams / frame change around them"),
 }
 
@@ -158,16 +160,54 @@ class TalkerGenerator:
                          ("size", "fps", "frames_per_clip", "motion_frames", "steps", "guidance_scale")}
         self.cache: dict[tuple[int, float], np.ndarray] = {}
 
+    def _inputs(self, talker: synthetic.Talker):
+        """The talker's frame 0 as the reference, its face-region mask and its audio features."""
+        reference = torch.from_numpy(talker.frames[0]).float() / 255.0
+        mask = box_mask(face_region(talker.face_boxes[0], self.size), self.size, self.size)
+        features = self.pipeline.encode_audio(torch.from_numpy(talker.audio)[None], talker.sample_rate, self.fps)
+        return reference, mask, features
+
     def __call__(self, talker: synthetic.Talker, speed: float) -> np.ndarray:
         key = (talker.seed, float(speed))
         if key not in self.cache:
-            reference = torch.from_numpy(talker.frames[0]).float() / 255.0
-            x0, y0, x1, y1 = face_region(talker.face_boxes[0], self.size)
-            mask = box_mask((x0, y0, x1, y1), self.size, self.size)
-            features = self.pipeline.encode_audio(torch.from_numpy(talker.audio)[None], talker.sample_rate, self.fps)
+            reference, mask, features = self._inputs(talker)
             result = self.pipeline(reference, features, face_mask=mask, speed=float(speed), settings=self.settings)
             self.cache[key] = measure.as_uint8_frames(result.frames)
         return self.cache[key]
+
+    def continuation(self, talker: synthetic.Talker, speed: float) -> np.ndarray:
+        """One clip (frames n .. n+f-1) generated after the talker's own frames 0 .. n-1 as the
+        motion frames: uint8 [f, S, S, 3]."""
+        from ..audio import AudioFeatures
+
+        n, f = self.resolved["motion_frames"], self.frames_per_clip
+        reference, mask, full = self._inputs(talker)
+        audio = AudioFeatures(features=full.features[n:n + f], fps=full.fps, waveform=full.waveform,
+                              sample_rate=full.sample_rate)
+        motion = torch.from_numpy(talker.frames[:n]).float() / 255.0
+        result = self.pipeline(reference, audio, face_mask=mask, speed=float(speed), settings=self.settings,
+                               motion_images=motion)
+        return measure.as_uint8_frames(result.frames)
+
+
+def motion_continuation(generate: TalkerGenerator, talker: synthetic.Talker, speed: float) -> dict | None:
+    """How well one clip continues a turning head shown in its motion frames: the mean head-angle
+    error (degrees) against the truth, beside two baselines a model reaches without following
+    the motion: holding the last motion frame's pose, and staying at the reference's pose. None
+    for a model run without motion frames."""
+    n, f = generate.resolved["motion_frames"], generate.frames_per_clip
+    if n == 0 or len(talker.frames) < n + f:
+        return None
+    layout = measure.ReferenceLayout.from_reference(talker.frames[0], talker.face_boxes[0])
+    truth = measure.register(talker.frames[:n + f], layout).angles.astype(np.float64)
+    generated = measure.register(generate.continuation(talker, speed), layout).angles.astype(np.float64)
+    goal = truth[n:n + f]
+    return {"speed": float(speed), "frames": [n, n + f],
+            "angle_error": float(np.abs(generated - goal).mean()),
+            "hold_last_error": float(np.abs(truth[n - 1] - goal).mean()),
+            "stay_at_reference_error": float(np.abs(goal).mean()),
+            "angles": [round(float(a), 2) for a in generated],
+            "angles_ground_truth": [round(float(a), 2) for a in goal]}
 
 
 def evaluate_pipeline(pipeline, options: EvaluationOptions | None = None,
@@ -238,6 +278,10 @@ def evaluate_pipeline(pipeline, options: EvaluationOptions | None = None,
         motion_truth.append(metrics.head_motion(measure.register(talker.frames, layout).angles))
     control = metrics.speed_control(options.speeds, motion)
     control_truth = metrics.speed_control(options.speeds, motion_truth)
+    fastest = max(options.speeds)
+    say(f"motion continuation at speed {fastest:g} (seed {first})")
+    continuation = motion_continuation(
+        generate, synthetic.make_talker(first, options.seconds, fps=fps, size=size, speed=fastest), fastest)
 
     other_mean = float(np.mean([t["other_identity_distance"] for t in per_talker]))
     curve, curve_truth = _mean_curve(generated), _mean_curve(truth)
@@ -248,6 +292,7 @@ def evaluate_pipeline(pipeline, options: EvaluationOptions | None = None,
         "identity_ratio": (float(np.mean([m.identity.combined for m in generated])) / other_mean,
                            float(np.mean([m.identity.combined for m in truth])) / other_mean),
         "speed_spearman": (control.spearman, control_truth.spearman),
+        "speed_gain": (control.gain, control_truth.gain),
         "seam_ratio": (_seam_ratio(generated), _seam_ratio(truth)),
     }
     report_metrics = {}
@@ -272,6 +317,7 @@ def evaluate_pipeline(pipeline, options: EvaluationOptions | None = None,
             "other_identity_distance": other_mean,
             "speed_control": {"speeds": list(options.speeds), "motion": motion, "motion_ground_truth": motion_truth,
                               "increasing": control.increasing},
+            "motion_continuation": continuation,
             "seams": {"seam_difference": float(np.mean([m.seams.seam_difference for m in generated])),
                       "around_difference": float(np.mean([m.seams.around_difference for m in generated])),
                       "inside_difference": float(np.mean([m.seams.inside_difference for m in generated]))},
@@ -343,6 +389,11 @@ def format_table(report: dict) -> list[str]:
     rows.append(("head motion (deg/frame)", " ".join(_format(m) for m in speed["motion"]),
                  " ".join(_format(m) for m in speed["motion_ground_truth"]),
                  "speeds " + " ".join(f"{s:g}" for s in speed["speeds"]), ""))
+    continuation = details.get("motion_continuation")
+    if continuation:
+        rows.append(("motion continuation error (deg)", _format(continuation["angle_error"]), "",
+                     f"hold last pose {continuation['hold_last_error']:.3f}, stay at reference "
+                     f"{continuation['stay_at_reference_error']:.3f}", ""))
     rows.append(("identity colour / shape", f"{details['identity_colour']:.3f} / {details['identity_shape']:.3f}",
                  "", f"other identities {details['other_identity_distance']:.3f}", ""))
     for key in ("fid", "fvd"):

@@ -118,6 +118,19 @@ class SpeedControl:
     motion: list[float]  # measured degrees per frame, one per speed
     spearman: float
     increasing: bool  # strictly increasing with the speed
+    # Least-squares slope of the motion on the speed: measured degrees per frame per unit of
+    # requested speed (the synthetic talkers' truth is ~1). Unlike the rank, it tells a model
+    # that follows the speed from one whose motion only wobbles by frame-to-frame noise.
+    gain: float
+
+
+def speed_gain(speeds, motion) -> float:
+    """Slope of the least-squares line through (speed, motion)."""
+    x, y = np.asarray(speeds, dtype=np.float64), np.asarray(motion, dtype=np.float64)
+    spread = float(((x - x.mean()) ** 2).sum())
+    if spread == 0.0:
+        raise ValueError(f"speed_gain: the speeds must not all be equal, got {list(speeds)}")
+    return float(((x - x.mean()) * (y - y.mean())).sum() / spread)
 
 
 def speed_control(speeds, motion) -> SpeedControl:
@@ -130,7 +143,7 @@ def speed_control(speeds, motion) -> SpeedControl:
     increasing = bool(np.all(np.diff(sorted_motion) > 0) and len(set(speeds)) == len(speeds))
     # Rounded so that a perfect ranking reads exactly 1 (not 0.9999999999999998).
     return SpeedControl(speeds=speeds, motion=motion, spearman=round(spearman(speeds, motion), 9),
-                        increasing=increasing)
+                        increasing=increasing, gain=speed_gain(speeds, motion))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -111,6 +111,34 @@ def test_motion_frames_are_encodings_of_the_previous_clips_pixels(pipe, monkeypa
     assert torch.equal(latent[:4], pixels[:4]) and (latent[4:] - pixels[4:]).abs().max() > 1e-4
 
 
+def test_motion_images_continue_given_frames(pipe, monkeypatch):
+    """Given frames before the audio, the first clip's motion frames are their last n, encoded as
+    a later clip's are; the result then differs from starting with zeros, and bad frames are
+    refused with a clear error."""
+    audio = features(4)
+    given = torch.stack([portrait(64, seed=s) for s in (3, 4, 5)])  # (3, 64, 64, 3)
+    encoded = []
+    original = pipe.encode_reference
+
+    def recording(pixels):
+        encoded.append(pixels.clone())
+        return original(pixels)
+
+    monkeypatch.setattr(pipe, "encode_reference", recording)
+    continued = run(pipe, audio, motion_images=given).frames
+    assert [tuple(p.shape) for p in encoded] == [(1, 3, 64, 64), (2, 3, 64, 64)]
+    assert torch.equal(encoded[1], given[-2:].permute(0, 3, 1, 2))
+    monkeypatch.undo()
+    assert (continued - run(pipe, audio).frames).abs().max() > 1e-4
+    # Fewer frames than n: the missing motion frames keep the default (zeros), the given one last.
+    one = run(pipe, audio, motion_images=given[-1:]).frames
+    assert (one - continued).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="motion_images is 48x64; it must be square"):
+        run(pipe, audio, motion_images=torch.rand(2, 64, 48, 3))
+    with pytest.raises(ValueError, match=r"motion_images must be \(H, W, 3\) RGB"):
+        run(pipe, audio, motion_images=torch.rand(64, 64, 3))
+
+
 def test_iter_clips_streams_clip_by_clip(pipe):
     chunks = list(pipe.iter_clips(portrait(64), features(10), face_mask=box_mask(64), settings=SETTINGS))
     assert [c.shape[0] for c in chunks] == [4, 4, 2]

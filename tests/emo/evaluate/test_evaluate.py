@@ -76,16 +76,21 @@ def test_shipped_demo_model_is_clearly_better_than_random(demo_report):
 
 def test_shipped_demo_model_meets_the_targets(demo_report):
     """The issue's targets, measured 2026-11-21 on the shipped model: lip-sync 0.865 (>= 0.8) at
-    offset 0, identity ratio 0.445 (<= 0.5), seam ratio 1.32 (<= 1.5), speed rank 1.
-
-    Speed control is the weak one: the measured head motion rises with the requested speed, but
-    by 1 % (0.861, 0.867, 0.869 degrees/frame for speeds 0.2, 0.7, 1.2; the talkers' truth is
-    0.19, 0.70, 1.20), and a different thread count moves these by up to 0.004. So the rank is
-    asserted as "not falling" (>= 0.5: one neighbouring pair may swap within float noise); the
-    evaluation itself reports the strict target."""
+    offset 0, identity ratio 0.445 (<= 0.5), seam ratio 1.32 (<= 1.5). Speed control is not met:
+    see the next test."""
     metrics = demo_report["metrics"]
     for name in ("lip_sync_correlation", "lip_sync_offset", "identity_ratio", "seam_ratio"):
         assert metrics[name]["passed"], (name, metrics[name])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #6: the demo model does not follow the requested speed. Its head barely turns at all "
+    "(measured motion 0.861, 0.867, 0.869 deg/frame at speeds 0.2, 0.7, 1.2: frame-to-frame "
+    "wobble, gain 0.008 against the truth's 1.0); it keeps the reference's pose even when the "
+    "motion frames show a turning head. Strict: once a retrained model follows the speed, this "
+    "test passes, fails as XPASS, and its xfail mark must go."))
+def test_shipped_demo_model_follows_the_requested_speed(demo_report):
+    metrics = demo_report["metrics"]
     motion = demo_report["details"]["speed_control"]["motion"]
-    assert metrics["speed_spearman"]["value"] >= 0.5, motion
-    assert motion[-1] > motion[0], motion
+    assert metrics["speed_spearman"]["passed"], motion
+    assert metrics["speed_gain"]["passed"], (metrics["speed_gain"], motion)

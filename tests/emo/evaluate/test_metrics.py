@@ -67,7 +67,20 @@ def test_speed_control_is_monotonic_on_ground_truth():
     assert control.increasing and control.spearman == pytest.approx(1.0)
     assert motion[0] < 0.1  # a still head measures still
     assert np.allclose(motion[1:], speeds[1:], rtol=0.12)  # degrees per frame, as requested
+    assert control.gain == pytest.approx(1.0, abs=0.12)
     assert not metrics.speed_control([0.2, 0.7, 1.2], [0.5, 0.4, 0.9]).increasing
+
+
+def test_speed_gain_tells_following_the_speed_from_noise():
+    # A rank of 1 from motion that barely moves (the shipped model's 2026-11-21 numbers) has a
+    # gain near 0; motion that follows the speed has a gain near 1.
+    still = metrics.speed_control([0.2, 0.7, 1.2], [0.861, 0.867, 0.869])
+    assert still.spearman == 1.0 and still.gain == pytest.approx(0.008)
+    following = metrics.speed_control([0.2, 0.7, 1.2], [0.25, 0.71, 1.18])
+    assert following.gain == pytest.approx(0.93)
+    assert metrics.speed_gain([1.2, 0.2], [0.3, 0.8]) == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="must not all be equal"):
+        metrics.speed_gain([0.5, 0.5], [0.1, 0.2])
 
 
 def test_identity_distance_is_small_for_the_same_person_and_large_for_another(talkers, measured):
