@@ -87,9 +87,8 @@ def test_clips_are_chained_through_motion_frames(pipe):
         assert ((first[4:] - second[4:]).abs().max() > 1e-4) == expect_change
 
 
-def test_motion_frames_are_encodings_of_the_previous_clips_pixels(pipe, monkeypatch):
-    """As in the paper and Hallo, the next clip's motion frames are the VAE latents of the last n
-    decoded frames; `motion_from_pixels=False` passes the sampler's latents on instead."""
+def record_encodes(pipe, monkeypatch) -> list[torch.Tensor]:
+    """Record the pixels of every `encode_reference` call (the reference and motion frames)."""
     encoded = []
     original = pipe.encode_reference
 
@@ -98,6 +97,13 @@ def test_motion_frames_are_encodings_of_the_previous_clips_pixels(pipe, monkeypa
         return original(pixels)
 
     monkeypatch.setattr(pipe, "encode_reference", recording)
+    return encoded
+
+
+def test_motion_frames_are_encodings_of_the_previous_clips_pixels(pipe, monkeypatch):
+    """As in the paper and Hallo, the next clip's motion frames are the VAE latents of the last n
+    decoded frames; `motion_from_pixels=False` passes the sampler's latents on instead."""
+    encoded = record_encodes(pipe, monkeypatch)
     settings = GenerationSettings(**{**SETTINGS.__dict__, "motion_frames": 2})
     chunks = list(pipe.iter_clips(portrait(64), features(10), face_mask=box_mask(64), settings=settings))
     assert [tuple(p.shape) for p in encoded] == [(1, 3, 64, 64), (2, 3, 64, 64), (2, 3, 64, 64)]
@@ -117,14 +123,7 @@ def test_motion_images_continue_given_frames(pipe, monkeypatch):
     refused with a clear error."""
     audio = features(4)
     given = torch.stack([portrait(64, seed=s) for s in (3, 4, 5)])  # (3, 64, 64, 3)
-    encoded = []
-    original = pipe.encode_reference
-
-    def recording(pixels):
-        encoded.append(pixels.clone())
-        return original(pixels)
-
-    monkeypatch.setattr(pipe, "encode_reference", recording)
+    encoded = record_encodes(pipe, monkeypatch)
     continued = run(pipe, audio, motion_images=given).frames
     assert [tuple(p.shape) for p in encoded] == [(1, 3, 64, 64), (2, 3, 64, 64)]
     assert torch.equal(encoded[1], given[-2:].permute(0, 3, 1, 2))
