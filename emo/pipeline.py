@@ -363,8 +363,9 @@ class EMOPipeline:
         else:  # EMO: zeros
             motion_latents = torch.zeros(1, n, 4, h, w, device=device, dtype=dtype)
         if motion_images is not None and n > 0:
-            given = _last(self._square_pixels(motion_images, s.size, "motion_images"), min(n, len(motion_images)), 0)
-            given = self.encode_reference(given)[None].to(dtype)
+            # Only the last n frames are used: resize and encode just those.
+            recent_images = motion_images[-n:] if motion_images.ndim == 4 else motion_images
+            given = self.encode_reference(self._square_pixels(recent_images, s.size, "motion_images"))[None].to(dtype)
             motion_latents = _last(torch.cat([motion_latents, given], dim=1), n, dim=1)
         motion_speeds = speeds[:1].repeat(n)
         for clip in range(clips):

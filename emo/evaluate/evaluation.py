@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import synthetic
-from ..audio import frame_count
+from ..audio import AudioFeatures, frame_count
 from ..face import box_mask, expand_box
 from . import measure, metrics
 
@@ -178,8 +178,6 @@ class TalkerGenerator:
     def continuation(self, talker: synthetic.Talker, speed: float) -> np.ndarray:
         """One clip (frames n .. n+f-1) generated after the talker's own frames 0 .. n-1 as the
         motion frames: uint8 [f, S, S, 3]."""
-        from ..audio import AudioFeatures
-
         n, f = self.resolved["motion_frames"], self.frames_per_clip
         reference, mask, full = self._inputs(talker)
         audio = AudioFeatures(features=full.features[n:n + f], fps=full.fps, waveform=full.waveform,
