@@ -195,6 +195,15 @@ class Processes:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    def close(self) -> None:
+        """Tear the process group down before the interpreter exits: left to exit-time cleanup,
+        gloo's threads can abort the process ("terminate called without an active exception")
+        after all the work is done, and the launcher then reports the run as failed."""
+        import torch.distributed
+
+        if self.state is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def gather(self, item) -> list:
         """`item` from every process, in process order."""
         if self.state is None:
@@ -344,9 +353,16 @@ def _announce(pending: list[Job], skipped: int, processes: int) -> None:
 
 
 def cmd_batch(args) -> int:
+    processes = current_processes(args.device)
+    try:
+        return _run_batch(args, processes)
+    finally:
+        processes.close()
+
+
+def _run_batch(args, processes: Processes) -> int:
     from .pipeline import GenerationCancelled
 
-    processes = current_processes(args.device)
     try:
         jobs = read_jobs(args.jobs, args)
     except (ValueError, FileNotFoundError):
