@@ -26,10 +26,14 @@ The signals (all exact, see the functions):
   the root mean square of the waveform over the 40 ms window centred on frame ``f``'s centre time
   ``(f + 0.5) / fps`` (zero outside the audio). No lead or lag: the mouth shows the loudness of the
   sound heard during that frame. See :func:`mouth_opening`.
-* head: an in-plane rotation about the face centre. The angle changes by exactly
-  ``DEGREES_PER_SPEED * speed[f]`` degrees from frame ``f - 1`` to frame ``f`` (1 degree per
-  frame per unit of speed: degrees of roll per frame, what `emo prepare`'s estimators measure), turning
-  back at +-``MAX_ANGLE`` degrees and at random times. See :func:`head_angles`.
+* head: a tilt about the neck (a pivot HEAD_PIVOT face half-heights below the face centre), so the
+  face rolls and sways sideways together. The head nods with the voice: ``angle[f] = HEAD_GAIN *
+  speed[f] * nod[f]`` degrees, where ``nod`` is the mouth opening smoothed by a Gaussian of
+  NOD_SIGMA_FRAMES frames (so 0 in pauses: upright, tilting counter-clockwise as the voice gets
+  loud). HEAD_GAIN makes the mean rotation speed ``mean |angle[f] - angle[f - 1]|`` about
+  ``DEGREES_PER_SPEED * speed`` degrees per frame (1.00 on average over the training talkers, spread
+  about 18 % between voices). The motion is a function of the audio, so a model can learn it, and
+  its size is set by the speed, so the speed can steer it. See :func:`head_angles`.
 * eyes: blinks at random times, 0.2 s each (closed at the middle).
 """
 
@@ -65,16 +69,28 @@ MOUTH_WINDOW_SECONDS = 0.040
 """Loudness window, centred on each frame's centre time."""
 
 DEGREES_PER_SPEED = 1.0
-"""Head rotation per frame, in degrees, per unit of speed."""
+"""Mean head rotation per frame, in degrees, per unit of speed (see HEAD_GAIN)."""
 
-MAX_ANGLE = 15.0
-"""Degrees; the head turns back before its angle would leave +-MAX_ANGLE."""
+NOD_SIGMA_FRAMES = 2.0
+"""Standard deviation, in frames, of the Gaussian that smooths the mouth opening into the nod."""
+
+HEAD_GAIN = 21.3
+"""Degrees of tilt per unit of speed at a nod of 1: the smoothed mouth opening moves by 0.047 per
+frame on average (40 training voices of 3 s), so a gain of 1 / 0.047 gives a mean rotation speed of
+DEGREES_PER_SPEED degrees per frame per unit of speed."""
+
+HEAD_PIVOT = 1.1
+"""The neck: the head tilts about a point this many face half-heights below the face centre."""
+
+MAX_ANGLE = 30.0
+"""Degrees; no head angle exceeds it (the nod is at most 1 and training speeds at most 1.4)."""
 
 BLINK_SECONDS = 0.2
 
 # Generator streams: each part of a talker draws from its own random stream of the seed, so a
 # talker with another speed keeps its identity, voice and blinks.
-_IDENTITY, _VOICE, _MOTION, _BLINK, _SPEED = range(5)
+# (Stream 2 drew the head's random turns before the head nodded with the voice; the numbers stay.)
+_IDENTITY, _VOICE, _BLINK, _SPEED = 0, 1, 3, 4
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -221,17 +237,19 @@ def render_frame(identity: Identity, size: int, angle: float = 0.0, mouth: float
                  eyes: float = 1.0) -> np.ndarray:
     """One frame of a talker: uint8 [size, size, 3].
 
-    angle: head roll in degrees, positive = counter-clockwise on screen (the top of the head moves
-    left), about the face centre; mouth: opening 0..1; eyes: openness 0..1 (0 = closed)."""
+    angle: head tilt in degrees, positive = counter-clockwise on screen (the whole head moves
+    left), about the neck (HEAD_PIVOT face half-heights below the face centre); mouth: opening
+    0..1; eyes: openness 0..1 (0 = closed)."""
     p = identity
     grid = (np.arange(size, dtype=np.float64) + 0.5)
     x, y = np.meshgrid(grid, grid)
-    dx, dy = x - p.cx * size, y - p.cy * size
-    theta = math.radians(angle)
-    # Head coordinates (pixels, +v down): undo the head's rotation.
-    u = math.cos(theta) * dx - math.sin(theta) * dy
-    v = math.sin(theta) * dx + math.cos(theta) * dy
     a, b = p.face_a * size, p.face_b * size
+    neck = HEAD_PIVOT * b  # the pivot's distance below the face centre
+    dx, dy = x - p.cx * size, y - (p.cy * size + neck)
+    theta = math.radians(angle)
+    # Head coordinates (pixels from the upright face centre, +v down): undo the tilt about the neck.
+    u = math.cos(theta) * dx - math.sin(theta) * dy
+    v = math.sin(theta) * dx + math.cos(theta) * dy + neck
 
     canvas = np.empty((size, size, 3), dtype=np.float64)
     canvas[:] = p.background
@@ -277,12 +295,15 @@ def render_frame(identity: Identity, size: int, angle: float = 0.0, mouth: float
 
 
 def face_box(identity: Identity, size: int, angle: float = 0.0) -> tuple[float, float, float, float]:
-    """The bounding box (x0, y0, x1, y1), float pixels, of the face ellipse rotated by `angle`."""
+    """The bounding box (x0, y0, x1, y1), float pixels, of the face ellipse tilted by `angle` about
+    the neck."""
     theta = math.radians(angle)
     a, b = identity.face_a * size, identity.face_b * size
     half_w = math.hypot(a * math.cos(theta), b * math.sin(theta))
     half_h = math.hypot(a * math.sin(theta), b * math.cos(theta))
-    cx, cy = identity.cx * size, identity.cy * size
+    neck = HEAD_PIVOT * b  # the face centre swings on a circle of this radius about the pivot
+    cx = identity.cx * size - neck * math.sin(theta)
+    cy = identity.cy * size + neck * (1 - math.cos(theta))
     return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
@@ -350,28 +371,19 @@ def mouth_opening(waveform: np.ndarray, sample_rate: int, fps: float, num_frames
     return np.clip((loudness - MOUTH_SILENT) / MOUTH_RANGE, 0.0, 1.0).astype(np.float32)
 
 
-def head_angles(seed: int, speeds: np.ndarray, fps: float) -> np.ndarray:
-    """Head roll per frame in degrees, float32 [F]: a start angle in +-6 degrees, then each frame
-    moves by DEGREES_PER_SPEED * speeds[f] in the current direction. The direction flips at random
-    times (every 0.4-1.6 s) and whenever the step would leave +-MAX_ANGLE, so |angle[f] -
-    angle[f - 1]| == DEGREES_PER_SPEED * speeds[f] exactly (while the step is < MAX_ANGLE)."""
-    rng = _rng(seed, _MOTION)
-    speeds = np.asarray(speeds, dtype=np.float64)
-    angles = np.empty(len(speeds), dtype=np.float64)
-    angle = rng.uniform(-6, 6)
-    direction = 1.0 if rng.random() < 0.5 else -1.0
-    next_turn = rng.uniform(0.4, 1.6) * fps
-    for f, speed in enumerate(speeds):
-        if f > 0:
-            step = DEGREES_PER_SPEED * speed
-            if f >= next_turn:
-                direction = -direction
-                next_turn += rng.uniform(0.4, 1.6) * fps
-            if abs(angle + direction * step) > MAX_ANGLE:
-                direction = -direction
-            angle += direction * step
-        angles[f] = angle
-    return angles.astype(np.float32)
+def head_angles(mouth_open: np.ndarray, speeds: np.ndarray) -> np.ndarray:
+    """Head tilt per frame in degrees, float32 [F]: ``HEAD_GAIN * speeds * nod`` with ``nod`` the
+    mouth opening smoothed by a Gaussian of NOD_SIGMA_FRAMES frames (edges: the nearest value
+    repeated). Upright (0) while the voice is silent, counter-clockwise while it is loud."""
+    mouth = np.asarray(mouth_open, dtype=np.float64).reshape(-1)
+    speeds = np.asarray(speeds, dtype=np.float64).reshape(-1)
+    if mouth.shape != speeds.shape:
+        raise ValueError(f"head_angles: {mouth.shape[0]} mouth openings for {speeds.shape[0]} speeds")
+    radius = int(math.ceil(4 * NOD_SIGMA_FRAMES))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / NOD_SIGMA_FRAMES) ** 2)
+    padded = np.pad(mouth, radius, mode="edge")
+    nod = np.convolve(padded, taps / taps.sum(), mode="valid")
+    return (HEAD_GAIN * speeds * nod).astype(np.float32)
 
 
 def eye_openness(seed: int, num_frames: int, fps: float) -> np.ndarray:
@@ -424,12 +436,14 @@ class Talker:
             return [round(float(v), digits) for v in np.asarray(array).reshape(-1)]
 
         return {
-            "format": "emo-synthetic-talker", "version": 1, "seed": self.seed,
+            "format": "emo-synthetic-talker", "version": 2, "seed": self.seed,
             "fps": self.fps, "size": self.size, "num_frames": self.num_frames,
             "sample_rate": self.sample_rate, "num_samples": int(self.audio.shape[0]),
             "mouth_function": (f"clip((rms_{MOUTH_WINDOW_SECONDS * 1000:g}ms((f + 0.5) / fps) / {VOICE_LEVEL}"
                                f" - {MOUTH_SILENT}) / {MOUTH_RANGE}, 0, 1)"),
             "degrees_per_speed": DEGREES_PER_SPEED,
+            "head_function": (f"{HEAD_GAIN} * speed[f] * gaussian_sigma_{NOD_SIGMA_FRAMES:g}_frames(mouth_open)[f],"
+                              f" a tilt about a pivot {HEAD_PIVOT} face half-heights below the face centre"),
             "mouth_open": values(self.mouth_open), "head_angle": values(self.head_angle, 3),
             "eye_open": values(self.eye_open), "speed": values(self.speed),
             "face_boxes": [values(box, 2) for box in self.face_boxes],
@@ -475,7 +489,7 @@ def make_talker(seed: int, seconds: float, fps: float = 25.0, size: int = 64, sp
     num_frames = frame_count(len(audio), SAMPLE_RATE, fps)
     speeds = _speed_track(speed, num_frames)
     mouth = mouth_opening(audio, SAMPLE_RATE, fps, num_frames)
-    angles = head_angles(seed, speeds, fps)
+    angles = head_angles(mouth, speeds)
     eyes = eye_openness(seed, num_frames, fps)
     frames = np.stack([render_frame(identity, size, angles[f], mouth[f], eyes[f]) for f in range(num_frames)])
     boxes = np.array([face_box(identity, size, angles[f]) for f in range(num_frames)], dtype=np.float32)

@@ -10,8 +10,9 @@ honest *proxy* from the face's image motion, and the estimator is a plug-in:
   not observable from 2-D motion alone; for a head turning about the neck the face centre moves by
   about r * dθ (r = half the face width), so the fitted displacement of the face centre, divided by
   r, stands in for them. Speed = sqrt(roll² + (|displacement| / r)²), in degrees per frame. On
-  `emo synth` talkers (known roll, 64 px) the measured |Δroll| correlates 0.97-0.99 with the truth
-  and its mean is within 15 %; a step where ECC does not converge falls back to box motion.
+  `emo synth` talkers (a known tilt about the neck, 64 px) it correlates above 0.9 with the true
+  rate, and its mean is the formula's sqrt(1 + (neck / r)²) times it: the face centre's swing is
+  read as a further turn. A step where ECC does not converge falls back to box motion.
 - ``box-motion``: the same formula on the smoothed face-box centres (no roll); needs no texture,
   noisier.
 

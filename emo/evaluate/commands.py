@@ -82,7 +82,8 @@ def add_commands(commands) -> None:
     synth.add_argument("--size", type=int, default=64, help="width = height in pixels (default 64)")
     synth.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
     synth.add_argument("--speed-range", type=float, nargs=2, default=(0.0, 1.4), metavar=("LOW", "HIGH"),
-                       help="each video's head speed is drawn from this range (degrees per frame; default 0 1.4)")
+                       help="each video's head speed (its mean rotation, degrees per frame) is drawn from "
+                            "this range (default 0 1.4)")
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=cmd_synth)
 

@@ -98,7 +98,7 @@ def face_region(face_box, size: int) -> tuple[int, int, int, int]:
 
 
 def seam_exclusion(layout: measure.ReferenceLayout) -> tuple[int, int, int, int]:
-    """The mouth region grown by a third on each side (room for the head's roll): left out of the
+    """The mouth region grown by a third on each side (room for the head's tilt): left out of the
     seam measurement (see `metrics.seam_stability`)."""
     x0, y0, x1, y1 = layout.mouth_region
     gx, gy = (x1 - x0) // 3, (y1 - y0) // 3
@@ -258,10 +258,11 @@ def evaluate_pipeline(pipeline, options: EvaluationOptions | None = None,
             "lip_sync_correlation": gen.lip_sync.correlation, "lip_sync_best_offset": gen.lip_sync.best_offset,
             "identity_colour": gen.identity.colour, "identity_shape": gen.identity.shape,
             "identity_distance": gen.identity.combined, "other_identity_distance": other,
-            "head_motion": gen.head_motion, "seam_ratio": gen.seams.ratio,
-            "registration_failures": gen.registration_failures,
+            "head_motion": gen.head_motion, "head_angle_correlation": metrics.pearson(gen.angles, talker.head_angle),
+            "seam_ratio": gen.seams.ratio, "registration_failures": gen.registration_failures,
             "ground_truth": {"lip_sync_correlation": gt.lip_sync.correlation,
                              "identity_distance": gt.identity.combined, "head_motion": gt.head_motion,
+                             "head_angle_correlation": metrics.pearson(gt.angles, talker.head_angle),
                              "seam_ratio": gt.seams.ratio},
         })
 
@@ -308,6 +309,10 @@ def evaluate_pipeline(pipeline, options: EvaluationOptions | None = None,
         "details": {
             "lip_sync_by_offset": {str(k): v for k, v in curve.items()},
             "lip_sync_by_offset_ground_truth": {str(k): v for k, v in curve_truth.items()},
+            # Does the generated head nod with the voice as the talker's does? (pearson: 0 for a still head)
+            "head_angle_correlation": float(np.mean([t["head_angle_correlation"] for t in per_talker])),
+            "head_angle_correlation_ground_truth": float(np.mean(
+                [t["ground_truth"]["head_angle_correlation"] for t in per_talker])),
             "identity_colour": float(np.mean([m.identity.colour for m in generated])),
             "identity_shape": float(np.mean([m.identity.shape for m in generated])),
             "identity_distance": float(np.mean([m.identity.combined for m in generated])),
@@ -387,6 +392,8 @@ def format_table(report: dict) -> list[str]:
     rows.append(("head motion (deg/frame)", " ".join(_format(m) for m in speed["motion"]),
                  " ".join(_format(m) for m in speed["motion_ground_truth"]),
                  "speeds " + " ".join(f"{s:g}" for s in speed["speeds"]), ""))
+    rows.append(("head angle correlation (nods)", _format(details["head_angle_correlation"]),
+                 _format(details["head_angle_correlation_ground_truth"]), "vs the true angle per frame", ""))
     continuation = details.get("motion_continuation")
     if continuation:
         rows.append(("motion continuation error (deg)", _format(continuation["angle_error"]), "",

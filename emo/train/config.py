@@ -27,6 +27,12 @@ class DataConfig:
     use_latents: bool | str = "auto"  # auto: stored latents when the dataset has them; false: VAE on the fly
     num_workers: int = 2  # data-loader processes per training process
     speed_buckets: str = "dataset"  # stage 3: "dataset" (centres/radii from the data) or "model" (keep)
+    # The face mask is the union of the clip's face boxes (paper), grown per sample by a fraction
+    # drawn uniformly from [low, high] of its size on each side. (0, 0): the paper's tight union,
+    # whose width then tells how far the head moves in the clip; a random margin makes the mask a
+    # bound on the motion, as the grown masks inference uses (FaceRegionMask: 20 %) are, and leaves
+    # the amount of motion to the audio and the speed.
+    face_mask_margin: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -152,6 +158,8 @@ class TrainConfig:
             (self.data.motion_frames >= 0, f"data.motion_frames must be >= 0, got {self.data.motion_frames}"),
             (self.data.use_latents in ("auto", True, False),
              f"data.use_latents must be auto, true or false, got {self.data.use_latents!r}"),
+            (0 <= self.data.face_mask_margin[0] <= self.data.face_mask_margin[1],
+             f"data.face_mask_margin must be [low, high] with 0 <= low <= high, got {list(self.data.face_mask_margin)}"),
             (self.data.speed_buckets in ("dataset", "model"),
              f"data.speed_buckets must be dataset or model, got {self.data.speed_buckets!r}"),
             (self.optimizer.name in OPTIMIZERS,
@@ -194,11 +202,18 @@ def _build(cls, values: dict, where: str):
         default = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
         if default is not None and dataclasses.is_dataclass(default()) and value is not None:
             kwargs[name] = _build(type(default()), value, f"{where}{name}.")
-        elif name == "betas":
-            kwargs[name] = tuple(float(v) for v in value)
+        elif name in ("betas", "face_mask_margin"):
+            kwargs[name] = _pair(value, f"{where}{name}")
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _pair(value, where: str) -> tuple[float, float]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ValueError(f"train config: {where} must be a list of two numbers, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def _apply_override(data: dict, override: str) -> None:

@@ -39,6 +39,7 @@ class SampleSpec:
     num_train_timesteps: int  # from the model's noise schedule
     latent_scale: int  # pixels per latent cell
     dropout: DropoutConfig
+    face_mask_margin: tuple[float, float] = (0.0, 0.0)  # see DataConfig.face_mask_margin
     latent_channels: int = 4
 
     @property
@@ -46,10 +47,13 @@ class SampleSpec:
         return self.motion_frames + self.frames
 
 
-def union_box_mask(boxes: np.ndarray, size: int) -> torch.Tensor:
-    """Face-region mask (1, S, S): the union of the boxes (EMO's face locator input)."""
-    x0, y0 = np.floor(boxes[:, :2].min(0)).astype(int)
-    x1, y1 = np.ceil(boxes[:, 2:].max(0)).astype(int)
+def union_box_mask(boxes: np.ndarray, size: int, margin: float = 0.0) -> torch.Tensor:
+    """Face-region mask (1, S, S): the union of the boxes (EMO's face locator input), grown by
+    `margin` times its width and height on each side."""
+    (x0, y0), (x1, y1) = boxes[:, :2].min(0), boxes[:, 2:].max(0)
+    grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
+    x0, y0 = np.floor([x0 - grow_x, y0 - grow_y]).astype(int)
+    x1, y1 = np.ceil([x1 + grow_x, y1 + grow_y]).astype(int)
     mask = torch.zeros(1, size, size)
     mask[:, max(y0, 0):min(y1, size), max(x0, 0):min(x1, size)] = 1.0
     return mask
@@ -84,6 +88,10 @@ class TrainingSamples(Dataset):
             self._order = (epoch, np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.windows)))
         return self.windows[self._order[1][position]]
 
+    def _mask_margin(self, rng: np.random.Generator) -> float:
+        low, high = self.spec.face_mask_margin
+        return float(rng.uniform(low, high)) if high > 0 else 0.0  # no draw: unchanged streams
+
     def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
         spec, data = self.spec, self.dataset
         rng = np.random.default_rng([self.seed, 2, int(draw)])
@@ -108,7 +116,8 @@ class TrainingSamples(Dataset):
             "reference": torch.from_numpy(np.array(images[reference])),
             "motion": window[:spec.motion_frames],
             "target": window[spec.motion_frames:],
-            "face_mask": union_box_mask(np.asarray(data.array(clip, "boxes")[first:end]), data.size),
+            "face_mask": union_box_mask(np.asarray(data.array(clip, "boxes")[first:end]), data.size,
+                                        margin=self._mask_margin(rng)),
         }
         if spec.latents:
             for key in ("reference", "motion", "target"):

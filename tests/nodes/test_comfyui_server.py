@@ -25,6 +25,7 @@ import pytest
 
 from emo.video import probe_video
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from nodes.comfy_services import _bundled_checkpoints
 from tests.helpers import REPO
 from tests.nodes.conftest import CHECKPOINT_NAME, VOICE_FRAMES
 from tests.nodes.test_workflows import NAMES, load, tiny_overrides
@@ -116,7 +117,7 @@ def test_pack_imports_and_registers_its_nodes(comfyui):
         assert info[class_id]["display_name"] == display_name
         assert info[class_id]["category"] == "EMO"
     # The checkpoint comes from the extra_model_paths.yaml folder; the demo model from the pack.
-    assert info["EMOModelLoader"]["input"]["required"]["ckpt_name"][0] == sorted([CHECKPOINT_NAME] + BUNDLED)
+    assert info["EMOModelLoader"]["input"]["required"]["ckpt_name"][0] == sorted([CHECKPOINT_NAME] + _bundled_checkpoints())
     assert len(NODE_CLASS_MAPPINGS) == 9
 
 

@@ -147,6 +147,24 @@ def test_samples_depend_only_on_seed_and_draw(prepared):
     assert single == [a + b for a, b in zip(*split)] == [[4, 5, 6, 7], [8, 9, 10, 11]]
 
 
+def test_face_mask_margin_grows_the_union_by_a_random_seeded_amount(prepared):
+    dataset = open_dataset(prepared)
+    tight = TrainingSamples(dataset, _spec(), seed=3)
+    grown = TrainingSamples(dataset, _spec(face_mask_margin=(0.1, 0.4)), seed=3)
+    areas = []
+    for draw in range(6):
+        inner, outer = tight[draw]["face_mask"], grown[draw]["face_mask"]
+        assert torch.all(outer >= inner) and outer.sum() > inner.sum()  # the union, and more around it
+        areas.append(float(outer.sum() / inner.sum()))
+        assert torch.equal(outer, grown[draw]["face_mask"])  # seeded by the draw
+    assert len(set(areas)) > 1 and 1.2 ** 2 < min(areas) and max(areas) < 1.8 ** 2 + 0.2
+    assert torch.equal(tight[2]["noise"], TrainingSamples(dataset, _spec(), seed=3)[2]["noise"])
+    with pytest.raises(ValueError, match="face_mask_margin must be"):
+        load_train_config(REPO / "configs" / "train" / "tiny_stage2.yaml", ["data.face_mask_margin=[0.3, 0.1]"])
+    with pytest.raises(ValueError, match="two numbers"):
+        load_train_config(REPO / "configs" / "train" / "tiny_stage2.yaml", ["data.face_mask_margin=0.2"])
+
+
 @pytest.fixture(scope="module")
 def objective_and_batch(tiny_model, prepared):
     model = copy.deepcopy(tiny_model)
