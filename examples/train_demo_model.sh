@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model emo/assets/emo-demo.safetensors from nothing, with the project's
 # own commands (no downloads): synthetic talkers -> prepare -> stage vae -> stages 1, 2, 3 ->
-# export -> evaluate. Seeded; about 40 minutes on 2 idle CPU cores, faster on a GPU (the trainer uses
+# export -> evaluate. Seeded; about 50 minutes on 2 idle CPU cores, faster on a GPU (the trainer uses
 # one when there is one). `make demo-model` runs it.
 #
 #   examples/train_demo_model.sh [OUT]     (default OUT: outputs/demo-model)
