@@ -78,8 +78,8 @@ class FrameSampler:
 
 class SyntheticFrameSampler:
     """Frames of `emo.synthetic` faces rendered on the fly: identity seeds 0..count-1 (all below
-    the held-out range), each frame at a random head tilt (within +-MAX_ANGLE, beyond the talkers'), mouth
-    opening and eye openness. Draw d is a pure function of (seed, stream, d), like FrameSampler's.
+    the held-out range), each frame at a random head tilt (within +-MAX_ANGLE, beyond the
+    talkers'), mouth opening and eye openness. Draw d is a pure function of (seed, stream, d), like FrameSampler's.
     Rendering a 64-px face takes about a millisecond, so thousands of identities cost nothing to
     store; the identities are made lazily and kept (a few hundred bytes each)."""
 
