@@ -33,6 +33,10 @@ class DataConfig:
     # bound on the motion, as the grown masks inference uses (FaceRegionMask: 20 %) are, and leaves
     # the amount of motion to the audio and the speed.
     face_mask_margin: tuple[float, float] = (0.0, 0.0)
+    # Whose boxes make the mask: "clip", the denoised frames' (paper), or "reference", the reference
+    # frame's box alone, as inference draws it (FaceRegionMask on the portrait). A clip mask's extent
+    # still tells the head's motion; a reference mask tells only where the face starts.
+    face_mask_boxes: str = "clip"
 
 
 @dataclass
@@ -160,6 +164,8 @@ class TrainConfig:
              f"data.use_latents must be auto, true or false, got {self.data.use_latents!r}"),
             (0 <= self.data.face_mask_margin[0] <= self.data.face_mask_margin[1],
              f"data.face_mask_margin must be [low, high] with 0 <= low <= high, got {list(self.data.face_mask_margin)}"),
+            (self.data.face_mask_boxes in ("clip", "reference"),
+             f"data.face_mask_boxes must be clip or reference, got {self.data.face_mask_boxes!r}"),
             (self.data.speed_buckets in ("dataset", "model"),
              f"data.speed_buckets must be dataset or model, got {self.data.speed_buckets!r}"),
             (self.optimizer.name in OPTIMIZERS,

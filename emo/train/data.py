@@ -40,6 +40,7 @@ class SampleSpec:
     latent_scale: int  # pixels per latent cell
     dropout: DropoutConfig
     face_mask_margin: tuple[float, float] = (0.0, 0.0)  # see DataConfig.face_mask_margin
+    face_mask_boxes: str = "clip"  # see DataConfig.face_mask_boxes
     latent_channels: int = 4
 
     @property
@@ -108,6 +109,7 @@ class TrainingSamples(Dataset):
         else:
             reference = int(rng.integers(0, clip.num_frames))
 
+        mask_frames = slice(first, end) if spec.face_mask_boxes == "clip" else slice(reference, reference + 1)
         source = "latents" if spec.latents else "frames"
         images = data.array(clip, source)
         window = torch.from_numpy(np.array(images[start:end]))
@@ -116,7 +118,7 @@ class TrainingSamples(Dataset):
             "reference": torch.from_numpy(np.array(images[reference])),
             "motion": window[:spec.motion_frames],
             "target": window[spec.motion_frames:],
-            "face_mask": union_box_mask(np.asarray(data.array(clip, "boxes")[first:end]), data.size,
+            "face_mask": union_box_mask(np.asarray(data.array(clip, "boxes")[mask_frames]), data.size,
                                         margin=self._mask_margin(rng)),
         }
         if spec.latents:

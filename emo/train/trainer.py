@@ -273,7 +273,7 @@ class Trainer:
             window_radius=model.config.audio.window_radius,
             num_train_timesteps=int(model.config.scheduler["num_train_timesteps"]),
             latent_scale=model.config.latent_scale, dropout=cfg.dropout,
-            face_mask_margin=tuple(cfg.data.face_mask_margin),
+            face_mask_margin=tuple(cfg.data.face_mask_margin), face_mask_boxes=cfg.data.face_mask_boxes,
         )
 
     def _use_dataset_speed_buckets(self) -> None:

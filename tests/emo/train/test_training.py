@@ -17,7 +17,7 @@ from emo.checkpoints import load_checkpoint
 from emo.cli import main
 from emo.data.layout import open_dataset
 from emo.train.config import DropoutConfig, load_train_config
-from emo.train.data import DrawBatches, SampleSpec, TrainingSamples
+from emo.train.data import DrawBatches, SampleSpec, TrainingSamples, union_box_mask
 from emo.train.objective import DenoisingObjective
 from emo.train.stages import GROUPS, STAGE_GROUPS, group_of, resolve_stage
 from emo.train.trainer import Trainer
@@ -164,6 +164,27 @@ def test_face_mask_margin_grows_the_union_by_a_random_seeded_amount(prepared):
     with pytest.raises(ValueError, match="two numbers"):
         load_train_config(REPO / "configs" / "train" / "tiny_stage2.yaml", ["data.face_mask_margin=0.2"])
 
+
+
+def test_reference_face_mask_is_the_reference_frames_box_alone(prepared):
+    """data.face_mask_boxes=reference: the mask is drawn as inference draws it, from the reference
+    frame's box, so its extent no longer tells how far the head moves in the clip."""
+    dataset = open_dataset(prepared)
+    clip_masks = TrainingSamples(dataset, _spec(), seed=3)
+    samples = TrainingSamples(dataset, _spec(face_mask_boxes="reference"), seed=3)
+    differs = 0
+    for draw in range(6):
+        sample = samples[draw]
+        clip = dataset.clips[samples.window_of(draw)[0]]
+        latents = torch.from_numpy(np.array(dataset.array(clip, "latents"))).float()
+        index = [i for i in range(len(latents)) if torch.equal(latents[i], sample["reference"])][0]
+        box = np.asarray(dataset.array(clip, "boxes")[index:index + 1])
+        assert torch.equal(sample["face_mask"], union_box_mask(box, dataset.size))
+        assert torch.equal(sample["noise"], clip_masks[draw]["noise"])  # the other draws are unchanged
+        differs += not torch.equal(sample["face_mask"], clip_masks[draw]["face_mask"])
+    assert differs > 0
+    with pytest.raises(ValueError, match="face_mask_boxes must be clip or reference"):
+        load_train_config(REPO / "configs" / "train" / "tiny_stage2.yaml", ["data.face_mask_boxes=first"])
 
 @pytest.fixture(scope="module")
 def objective_and_batch(tiny_model, prepared):
