@@ -555,7 +555,8 @@ class Trainer:
                 vae = self.model.vae
                 image = vae.decode(latent.to(vae.dtype) / vae.config.scaling_factor).sample.float()
             reference = ((image[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).cpu()
-        mask = union_box_mask(np.asarray(data.array(clip, "boxes")[:count]), data.size)[0]
+        mask_frames = count if cfg.data.face_mask_boxes == "clip" else 1  # the reference is frame 0
+        mask = union_box_mask(np.asarray(data.array(clip, "boxes")[:mask_frames]), data.size)[0]
         features = torch.from_numpy(np.array(data.array(clip, "audio")[:count], dtype=np.float32))
         samples = int(round(count / data.fps * TARGET_SAMPLE_RATE))
         waveform = torch.from_numpy(np.array(data.array(clip, "waveform")[:samples]))[None]

@@ -45,7 +45,7 @@ def test_stage_trains_exactly_its_parameters(stage, prepared, tiny_checkpoint, t
     single-file checkpoint with the one training started from."""
     extra = {1: {"data.use_latents": "false"},  # stage 1 also covers VAE encoding on the fly
              2: {},
-             3: {"sampling.every": 2, "ema.enabled": True}}[stage]
+             3: {"sampling.every": 2, "ema.enabled": True, "data.face_mask_boxes": "reference"}}[stage]
     out = tmp_path / "run"
     dataset = prepared
     if stage == 2:  # a damaged clip is left out with a reason, the run goes on
