@@ -204,7 +204,8 @@ class EMOSampler:
                 "cfg": ("FLOAT", {
                     "default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01,
                     "tooltip": "Classifier-free guidance on audio and reference; <= 1 turns it off "
-                               "(twice as fast). Higher follows the lips/identity more strictly.",
+                               "(twice as fast). Higher follows the lips/identity more strictly. The bundled "
+                               "demo model wants 2.0: higher overdrives its head motion.",
                 }),
                 "scheduler": (list(SCHEDULERS), {
                     "default": "ddim",
