@@ -14,6 +14,29 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMO_SHARED_DIR", REPO.parent / "shared"))
+FIXTURES_REQUIRED_ENV = "EMO_REQUIRE_FIXTURES"
+
+
+def fixtures_required() -> bool:
+    """In CI (`.ci/run` sets EMO_REQUIRE_FIXTURES=1, or any CI=true) a missing shared fixture is
+    a failure: the parity proofs must never pass by skipping."""
+    return bool(os.environ.get(FIXTURES_REQUIRED_ENV)) or os.environ.get("CI", "").lower() in ("1", "true")
+
+
+def missing_fixture(what: str) -> None:
+    """Skip (a developer's machine without ../shared) or fail (CI) for a missing fixture."""
+    import pytest
+
+    message = (f"{what} not found (set EMO_SHARED_DIR to the shared/ folder, or the family's fixture "
+               "variable)")
+    if fixtures_required():
+        pytest.fail(message + f"; {FIXTURES_REQUIRED_ENV} is set, so this fails instead of skipping")
+    pytest.skip(message)
+
+
+def discover(folder: Path, pattern: str) -> list[Path]:
+    """Every fixture matching `pattern` in `folder` (sorted); tests never hard-code fixture names."""
+    return sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
 
 
 
