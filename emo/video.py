@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -24,6 +22,8 @@ import av
 import numpy as np
 import torch
 from av.video.reformatter import ColorRange, Colorspace
+
+from .runtime.output import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,16 @@ def _video_format(name: str) -> VideoFormat:
     if name not in VIDEO_FORMATS:
         raise ValueError(f"write_video: unknown format {name!r}; expected one of {', '.join(VIDEO_FORMATS)}")
     return VIDEO_FORMATS[name]
+
+
+def format_for_suffix(path) -> str:
+    """The format name (a key of VIDEO_FORMATS) whose extensions include the file's suffix."""
+    suffix = Path(path).suffix.lower()
+    for name, spec in VIDEO_FORMATS.items():
+        if suffix in spec.extensions:
+            return name
+    known = sorted(ext for spec in VIDEO_FORMATS.values() for ext in spec.extensions)
+    raise ValueError(f"{Path(path).name!r}: unknown video suffix {suffix!r}; use one of {', '.join(known)}")
 
 
 def _fps_fraction(fps) -> Fraction:
@@ -383,20 +393,10 @@ def write_video(
     path = _output_path(path, spec, format)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    # Same folder as the target so os.replace is an atomic rename on one filesystem; the dot
-    # prefix hides it from file browsers and ComfyUI's output listing while it is being written.
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial" + path.suffix, dir=path.parent)
-    os.close(handle)
-    temp_path = Path(temp_name)
-    try:
+    # The temporary file's dot prefix hides it from file browsers and ComfyUI's output listing
+    # while it is being written; its suffix lets FFmpeg pick the container.
+    with atomic_output(path, suffix=path.suffix) as temp_path:
         frame_count = _encode(temp_path, frames, spec, rate, crf, audio, metadata)
-        os.replace(temp_path, path)
-    except BaseException:
-        try:
-            temp_path.unlink(missing_ok=True)
-        except OSError as unlink_error:
-            logger.warning("write_video: could not remove the temporary file %s: %s", temp_path, unlink_error)
-        raise
     logger.info("write_video: wrote %s (%d frames at %s fps, %s)", path, frame_count, rate, format)
     return path
 

@@ -55,6 +55,7 @@ def encode(model: EMOModelHandle, audio, fps: float, start_seconds: float = 0.0,
             f"give a start below {length:.2f}"
         )
     duration = None if duration_seconds <= 0 else duration_seconds
+    fps = fps if fps > 0 else model.defaults.fps  # 0: the checkpoint's own frame rate
     progress = services.Progress(1)
 
     def on_chunk(done: int, total: int) -> None:
@@ -100,9 +101,9 @@ class EMOAudioEncode:
                 }),
                 "model": ("EMO_MODEL", {"tooltip": "From EMOModelLoader; its wav2vec2 encodes the audio."}),
                 "fps": ("FLOAT", {
-                    "default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                    "tooltip": "Frame rate of the video to generate (EMO was trained at 25). The sampler and "
-                               "VideoCombine use the same rate.",
+                    "default": 0.0, "min": 0.0, "max": 120.0, "step": 0.01,
+                    "tooltip": "Frame rate of the video to generate; 0 = the checkpoint's own (25 for EMO and "
+                               "Hallo). The sampler and VideoCombine use the same rate.",
                 }),
             },
             "optional": {
@@ -117,7 +118,7 @@ class EMOAudioEncode:
             },
         }
 
-    def encode(self, audio, model, fps, start_seconds=0.0, duration_seconds=0.0):
+    def encode(self, audio, model, fps=0.0, start_seconds=0.0, duration_seconds=0.0):
         features, frame_count, used = encode(model, audio, fps, start_seconds, duration_seconds)
-        ui = {"emo_readout": [readout(frame_count, fps, features.duration_seconds())]}
+        ui = {"emo_readout": [readout(frame_count, features.fps, features.duration_seconds())]}
         return {"ui": ui, "result": (features, frame_count, used)}

@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from emo.checkpoints import ASSETS_DIR, parse_dtype
+from emo.checkpoints import ASSETS_DIR
+from emo.runtime import devices
 from emo.pipeline import GenerationCancelled
 
 logger = logging.getLogger(__name__)
@@ -262,12 +263,7 @@ def torch_device() -> torch.device:
     mm = _comfy_module("comfy.model_management")
     if mm is not None:
         return mm.get_torch_device()
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return devices.pick_device("auto")
 
 
 def offload_device() -> torch.device:
@@ -282,22 +278,16 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     """'auto', 'fp32', 'fp16' or 'bf16' -> a torch dtype for `device`.
 
     auto: fp32 on the CPU; on a GPU bf16 where supported, else fp16 (ComfyUI's own checks when
-    it runs, so its --force-fp16/--force-fp32 flags apply).
+    it runs, so its --force-fp16/--force-fp32 flags apply; emo.runtime.devices outside it).
     """
-    if precision != "auto":
-        return parse_dtype(precision)
-    if device.type == "cpu":
-        return torch.float32
     mm = _comfy_module("comfy.model_management")
-    if mm is not None:
-        if mm.should_use_bf16(device):
-            return torch.bfloat16
-        if mm.should_use_fp16(device):
-            return torch.float16
-        return torch.float32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16 if device.type == "mps" else torch.float32
+    if precision != "auto" or device.type == "cpu" or mm is None:
+        return devices.pick_dtype(precision, device)
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    if mm.should_use_fp16(device):
+        return torch.float16
+    return torch.float32
 
 
 def free_memory(device: torch.device) -> int | None:

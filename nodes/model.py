@@ -4,7 +4,7 @@
 - EMOComponentLoader: a new EMO model built from SD1.5, VAE, wav2vec2 and AnimateDiff files
   (`emo.weights.assemble`; a starting point for training, not a lip-syncing model);
 - EMOHalloLoader: Hallo's released net.pth + VAE + wav2vec2, run in Hallo mode
-  (`emo.weights.hallo`).
+  (`emo.families.hallo.convert`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch
 
 from emo.checkpoints import CheckpointError, load_checkpoint
 from emo.config import EMOConfig
-from emo.models import EMOModel
+from emo.model import EMOModel
 from emo.pipeline import EMOPipeline
 from emo.weights.assemble import assemble
-from emo.weights.hallo import convert_hallo_file
+from emo.families.hallo.convert import convert_hallo_file
 
 from . import comfy_services as services
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from emo.audio import AudioFeatures
-from emo.face import FaceNotFoundError
+from emo.faces.boxes import FaceNotFoundError
 from emo.image import to_pil
 from emo.pipeline import GenerationSettings, num_clips
+from emo.runtime.reference import crop_mask
 from emo.schedulers import SCHEDULERS
 
 from . import comfy_services as services
@@ -29,8 +29,8 @@ def align_mask(mask: torch.Tensor, reference: EMOReference) -> torch.Tensor:
     """A MASK for the reference -> [H, W] in the prepared reference's pixels.
 
     A mask of the prepared (square) image is used as it is; a mask of the *source* image
-    (before LoadReference cropped it) is cropped the same way; any other square mask is
-    resized by the pipeline.
+    (before LoadReference cropped it) is cropped the same way (emo.runtime.reference.crop_mask);
+    any other square mask is resized by the pipeline.
     """
     if mask.dim() == 3:
         if mask.shape[0] > 1:
@@ -45,11 +45,7 @@ def align_mask(mask: torch.Tensor, reference: EMOReference) -> torch.Tensor:
         return mask
     source = (reference.info.get("source_height"), reference.info.get("source_width"))
     if (height, width) == source and "box" in reference.info:
-        x0, y0, x1, y1 = reference.info["box"]
-        canvas = mask.new_zeros(y1 - y0, x1 - x0)  # outside the source image: no face
-        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-        canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = mask[sy0:sy1, sx0:sx1]
-        return F.interpolate(canvas[None, None], size=(size, size), mode="nearest-exact")[0, 0]
+        return crop_mask(mask, reference.info, size)
     if height == width:
         return mask  # the prepared image at another resolution; the pipeline resizes it
     raise ValueError(
@@ -114,7 +110,7 @@ def sample(model: EMOModelHandle, reference: EMOReference, audio_features: Audio
         raise ValueError(f"{NODE}: the speed input must come from SpeedControl, got {type(speed).__name__}")
     if scheduler not in SCHEDULERS:
         raise ValueError(f"{NODE}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    mask = align_mask(face_mask, reference) if face_mask is not None else None
+    mask = align_mask(face_mask, reference) if face_mask is not None else reference.mask
     if speed is not None:
         _check_speed_range(speed, model)
     if reference.size != model.defaults.size:
@@ -123,12 +119,19 @@ def sample(model: EMOModelHandle, reference: EMOReference, audio_features: Audio
 
     total = audio_features.num_frames
     fps = audio_features.fps
-    clips = num_clips(total, frames_per_clip)
+    # Widgets at their "checkpoint's own" values (0 or -1) leave the setting to the checkpoint.
+    settings = GenerationSettings(size=reference.size, fps=fps, frames_per_clip=frames_per_clip or None,
+                                  motion_frames=None if motion_frames < 0 else motion_frames,
+                                  steps=steps or None, guidance_scale=None if cfg < 0 else cfg,
+                                  seed=seed, scheduler=scheduler, region_scales=region_weights)
+    try:
+        resolved = settings.resolve(model.defaults)
+    except ValueError as error:
+        raise ValueError(f"{NODE}: {error}") from error
+    steps = resolved.steps
+    clips = num_clips(total, resolved.frames_per_clip)
     info = readout(total, fps, audio_features.duration_seconds(), clips)
     services.send_ui_message("emo.plan", {"node": node_id, **info})
-    settings = GenerationSettings(size=reference.size, fps=fps, frames_per_clip=frames_per_clip,
-                                  motion_frames=motion_frames, steps=steps, guidance_scale=cfg,
-                                  seed=seed, scheduler=scheduler, region_scales=region_weights)
     progress = services.Progress(clips * steps)
     previews = services.latent_previews_enabled()
 
@@ -164,7 +167,8 @@ def sample(model: EMOModelHandle, reference: EMOReference, audio_features: Audio
             raise ValueError(f"{NODE}: {error}") from error
     if done != total:  # the pipeline promises exactly one frame per audio frame
         raise RuntimeError(f"{NODE}: the pipeline produced {done} frames for {total} audio frames")
-    logger.info("%s: %d frames (%d clips of %d) at %g fps", NODE, total, clips, frames_per_clip, fps)
+    logger.info("%s: %d frames (%d clips of %d, %d steps, cfg %g) at %g fps", NODE, total, clips,
+                resolved.frames_per_clip, steps, resolved.guidance_scale, fps)
     return frames, float(fps), info
 
 
@@ -198,14 +202,15 @@ class EMOSampler:
                     "tooltip": "Noise seed; the same seed and inputs give the same video.",
                 }),
                 "steps": ("INT", {
-                    "default": 40, "min": 1, "max": 200,
-                    "tooltip": "Denoising steps per clip (EMO: 40 DDIM steps). Time grows linearly.",
+                    "default": 0, "min": 0, "max": 200,
+                    "tooltip": "Denoising steps per clip; 0 = the checkpoint's own (EMO and Hallo: 40; the demo "
+                               "model: 20). Time grows linearly.",
                 }),
                 "cfg": ("FLOAT", {
-                    "default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01,
-                    "tooltip": "Classifier-free guidance on audio and reference; <= 1 turns it off "
-                               "(twice as fast). Higher follows the lips/identity more strictly. The bundled "
-                               "demo model wants 2.0: higher overdrives its head motion.",
+                    "default": -1.0, "min": -1.0, "max": 20.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Classifier-free guidance on audio and reference; -1 = the checkpoint's own (EMO "
+                               "and Hallo: 3.5; the demo model: 2.0); <= 1 turns it off (twice as fast). Higher "
+                               "follows the lips/identity more strictly.",
                 }),
                 "scheduler": (list(SCHEDULERS), {
                     "default": "ddim",
@@ -213,13 +218,14 @@ class EMOSampler:
                                "quality in fewer steps.",
                 }),
                 "frames_per_clip": ("INT", {
-                    "default": 12, "min": 1, "max": 64,
-                    "tooltip": "Frames generated together (EMO: 12). More is smoother but needs more memory.",
+                    "default": 0, "min": 0, "max": 64,
+                    "tooltip": "Frames generated together; 0 = the checkpoint's own (EMO: 12, Hallo: 16). More "
+                               "is smoother but needs more memory.",
                 }),
                 "motion_frames": ("INT", {
-                    "default": 4, "min": 0, "max": 32,
-                    "tooltip": "Frames of the previous clip each clip continues from (EMO: 4); 0 makes clips "
-                               "independent (jumps at clip borders).",
+                    "default": -1, "min": -1, "max": 32,
+                    "tooltip": "Frames of the previous clip each clip continues from; -1 = the checkpoint's own "
+                               "(EMO: 4, Hallo: 2); 0 makes clips independent (jumps at clip borders).",
                 }),
             },
             "optional": {

@@ -116,24 +116,25 @@ class Graph:
     notes: list = field(default_factory=list)
 
 
-def _emo_graph(*, speed: float, keyframes: str = "", steps: int = 40, cfg: float = 3.5, scheduler: str = "ddim",
+def _emo_graph(*, speed: float, keyframes: str = "", steps: int = 0, cfg: float = -1.0, scheduler: str = "ddim",
                start: float = 0.0, duration: float = 0.0, prefix: str = "EMO/portrait",
                video_format: str = "video/h264-mp4", crf: int = 19, upscale: bool = False) -> list:
     nodes = [
         Node(1, "EMOModelLoader", (40, 60), {"ckpt_name": CHECKPOINT, "precision": "auto"}, (315, 82)),
         Node(2, "LoadImage", (40, 200), {"image": PORTRAIT}, (315, 314)),
         Node(3, "LoadAudio", (40, 560), {"audio": VOICE}, (315, 136)),
-        Node(4, "EMOLoadReference", (400, 200), {"image": (2, 0), "size": 512, "crop": "face",
-                                                  "face_padding": 0.6}, (315, 130)),
-        Node(5, "EMOFaceRegionMask", (400, 380), {"image": (4, 1), "expand_ratio": 0.2}, (315, 80)),
+        Node(4, "EMOLoadReference", (400, 200), {"image": (2, 0), "size": 0, "crop": "face",
+                                                  "face_padding": 0.6, "model": (1, 0)}, (315, 150)),
+        Node(5, "EMOFaceRegionMask", (400, 380), {"image": (4, 1), "expand_ratio": 0.2, "reference": (4, 0)},
+             (315, 100)),
         Node(6, "PreviewImage", (400, 500), {"images": (4, 1)}, (315, 250), title="Prepared reference"),
-        Node(7, "EMOAudioEncode", (400, 790), {"audio": (3, 0), "model": (1, 0), "fps": 25.0,
+        Node(7, "EMOAudioEncode", (400, 790), {"audio": (3, 0), "model": (1, 0), "fps": 0.0,
                                                "start_seconds": start, "duration_seconds": duration}, (315, 150)),
         Node(8, "EMOSpeedControl", (760, 60), {"speed": speed, "keyframes": keyframes}, (315, 130)),
         Node(9, "EMOSampler", (760, 240), {
             "model": (1, 0), "reference": (4, 0), "audio_features": (7, 0), "face_mask": (5, 0), "speed": (8, 0),
-            "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler, "frames_per_clip": 12,
-            "motion_frames": 4,
+            "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler, "frames_per_clip": 0,
+            "motion_frames": -1,
         }, (315, 290)),
     ]
     frames = (9, 0)

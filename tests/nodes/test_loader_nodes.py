@@ -182,7 +182,7 @@ def test_hallo_loader_converts_the_files(hallo):
     handle = load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "auto", config=hallo.config)
     assert isinstance(handle, EMOModelHandle) and handle.dtype == torch.float32
     model = handle.model
-    assert model.config.hallo is not None and handle.defaults.first_motion_frames == "reference"  # Hallo mode
+    assert model.config.family == "hallo" and handle.defaults.first_motion_frames == "reference"  # Hallo mode
     assert torch.equal(model.backbone.conv_in.weight, hallo.weights["denoising_unet.conv_in.weight"])
     assert torch.equal(model.audio_projection.proj1.weight, hallo.weights["audioproj.proj1.weight"])
     assert torch.equal(model.vae.decoder.conv_out.weight, hallo.vae["decoder.conv_out.weight"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emo.models import EMOModel
+from emo.model import EMOModel
 from nodes.model import EMOModelHandle, EMOModelLoader
 from nodes.reference import EMOFaceRegionMask, EMOLoadReference, EMOReference
 from tests.helpers import portrait

@@ -109,14 +109,14 @@ def test_interruption_mid_sampling_leaves_no_output_file(classes, comfy_environm
 
 def test_validation_catches_drift(classes):
     api, _ = load("emo_talking_portrait")
-    broken = with_overrides(api, {"EMOSampler": {"scheduler": "karras", "steps": 0},
+    broken = with_overrides(api, {"EMOSampler": {"scheduler": "karras", "steps": -5},
                                   "EMOLoadReference": {"crop": "face"}})
     broken["9"]["inputs"]["sampler_name"] = "euler"  # an input the node does not have
     broken["11"]["inputs"]["images"] = ["7", 0]  # EMO_AUDIO into an IMAGE input
     del broken["7"]["inputs"]["fps"]
     problems = "\n".join(validate(broken, classes))
     assert "'karras' is not one of" in problems
-    assert "steps=0 is below the minimum 1" in problems
+    assert "steps=-5 is below the minimum 0" in problems
     assert "unknown input 'sampler_name'" in problems
     assert "input 'images' (IMAGE) linked to a EMO_AUDIO output" in problems
     assert "required input 'fps' missing" in problems
