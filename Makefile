@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 
 # Rebuild the demo model from nothing (synthetic data -> prepare -> stages vae, 1, 2, 3 -> evaluate).
 demo-model: $(VENV)/.installed
-	PYTHON=$(PY) examples/train_demo_model.sh
+	PYTHON=$(PY) scripts/train_demo_model.sh
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -33,7 +33,7 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 DEMO_CHECKPOINT = ASSETS_DIR / "emo-demo.safetensors"
 """A small demonstration model trained on synthetic drawn faces (`emo synth`) by
-examples/train_demo_model.sh: `python -m emo generate` uses it when no --checkpoint is given. It
+scripts/train_demo_model.sh: `python -m emo generate` uses it when no --checkpoint is given. It
 animates such faces at 64 px; it is not a model of real people."""
 
 class CheckpointError(ValueError):

@@ -308,7 +308,7 @@ class EMOConfig:
             )
         if name == "demo":
             # The shipped demonstration model (emo/assets/emo-demo.safetensors, trained on
-            # synthetic talkers by examples/train_demo_model.sh). The tiny networks, but a wider
+            # synthetic talkers by scripts/train_demo_model.sh). The tiny networks, but a wider
             # VAE: tiny's 8-channel one cannot reconstruct a face's mouth at 64 px, and this VAE
             # is trained (stage `vae`) because no small pretrained one exists offline. 20 DDIM
             # steps: 4 leave visible noise in the drawn faces.

@@ -63,3 +63,12 @@ class EMOModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.backbone.conv_in.weight.device
+
+    @device.setter
+    def device(self, value) -> None:
+        """Model managers (ComfyUI's ModelPatcher) record where they put a model; here the
+        weights say it, so the record is not kept."""
+
+    def get_dtype(self) -> torch.dtype:
+        """The weights' dtype (the name ComfyUI's model management asks for)."""
+        return self.dtype

@@ -46,7 +46,7 @@ def encode(model: EMOModelHandle, audio, fps: float, start_seconds: float = 0.0,
     """The node's body: (features, frame count, AUDIO actually used)."""
     node = "AudioEncode"
     if not isinstance(model, EMOModelHandle):
-        raise ValueError(f"{node}: the model input must come from EMOModelLoader, got {type(model).__name__}")
+        raise ValueError(f"{node}: the model input must come from EMO Load Checkpoint (or another EMO loader), got {type(model).__name__}")
     waveform, sample_rate = audio_waveform(audio, node)
     length = waveform.shape[-1] / sample_rate
     if start_seconds >= length:
@@ -81,7 +81,7 @@ class EMOAudioEncode:
         "count the video will have and the audio actually used (trimmed, original sample rate) "
         "so the sound stays in sync in VideoCombine."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/conditioning"
     FUNCTION = "encode"
     RETURN_TYPES = ("EMO_AUDIO", "INT", "AUDIO")
     RETURN_NAMES = ("audio_features", "frame_count", "audio")

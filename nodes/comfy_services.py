@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ import torch
 
 from emo.checkpoints import ASSETS_DIR
 from emo.runtime import devices
+from emo.runtime.output import atomic_output
 from emo.pipeline import GenerationCancelled
 
 logger = logging.getLogger(__name__)
@@ -257,6 +259,44 @@ def resolve_checkpoint(name: str) -> Path:
     )
 
 
+# ---- sample inputs ----------------------------------------------------------------------------
+# The pack's sample media (emo/assets) and the names they get in ComfyUI's input folder, where
+# the shipped workflows' LoadImage / LoadAudio / LoadImageMask nodes find them.
+SAMPLES = {
+    "emo_demo_portrait.png": "sample_portrait.png",  # a held-out synthetic talker, for the demo model
+    "emo_demo_portrait_mask.png": "sample_portrait_mask.png",  # its face region
+    "emo_demo_voice.wav": "sample_voice.wav",  # its voice
+    "emo_sample_photo.jpg": "sample_photo.jpg",  # a real photo (NASA, public domain), for real models
+    "emo_sample_speech.wav": "sample_speech.wav",  # synthetic speech (espeak-ng), for real models
+}
+
+
+def install_samples(folder: str | os.PathLike | None = None) -> list[Path]:
+    """Copy the sample media into ComfyUI's input folder (or `folder`) under the names the
+    shipped workflows use, so they run out of the box. A file already there is never
+    replaced (it may be the user's). Returns the files written."""
+    if folder is None:
+        folder_paths = _comfy_module("folder_paths")
+        if folder_paths is None:
+            return []
+        folder = folder_paths.get_input_directory()
+    folder = Path(folder)
+    written = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, source in SAMPLES.items():
+            target = folder / name
+            if not target.exists() and (ASSETS_DIR / source).is_file():
+                with atomic_output(target) as temp:
+                    shutil.copyfile(ASSETS_DIR / source, temp)
+                written.append(target)
+    except OSError as error:  # a read-only input folder: the workflows then need the user's files
+        logger.warning("EMO: could not copy the sample inputs to %s (%s)", folder, error)
+    if written:
+        logger.info("EMO: copied %d sample input(s) to %s", len(written), folder)
+    return written
+
+
 # ---- devices and memory -------------------------------------------------------------------
 def torch_device() -> torch.device:
     """The device ComfyUI computes on (its --cpu / --cuda-device choices apply)."""
@@ -307,6 +347,42 @@ def make_room(device: torch.device, num_bytes: int) -> None:
     mm = _comfy_module("comfy.model_management")
     if mm is not None:
         mm.free_memory(num_bytes, device)
+
+
+# ---- ComfyUI's model management ------------------------------------------------------------
+def model_patcher(model: torch.nn.Module, load_device: torch.device, offload_device: torch.device):
+    """A ComfyUI ModelPatcher around `model` (None outside ComfyUI): through it ComfyUI knows the
+    model's size and where it is, so "Unload Models" and other models' loads can move it back
+    to the offload device."""
+    patcher_module = _comfy_module("comfy.model_patcher")
+    if patcher_module is None:
+        return None
+    return patcher_module.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def low_vram() -> bool:
+    """ComfyUI runs in --lowvram / --novram mode (weights must not all sit on the GPU)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is None:
+        return False
+    return mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM)
+
+
+def total_memory(device: torch.device) -> int | None:
+    """All memory of `device` as ComfyUI counts it (None outside ComfyUI / unknown)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        return int(mm.get_total_memory(device))
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(device)[1])
+    return None
+
+
+def load_through_comfyui(patcher, memory_required: int) -> None:
+    """Load a patched model fully onto its device the way ComfyUI loads its own: other models
+    are unloaded first if memory is short, and the model is registered as loaded."""
+    mm = _comfy_module("comfy.model_management")
+    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
 
 
 def empty_cache() -> None:

@@ -38,7 +38,14 @@ NO_MOTION_MODULE = "none"
 
 @dataclass(eq=False)
 class EMOModelHandle:
-    """What flows through an EMO_MODEL link: the loaded networks and where they run."""
+    """What flows through an EMO_MODEL link: the loaded networks and where they run.
+
+    Inside ComfyUI the model is handed to ComfyUI's model management as a ModelPatcher: it is
+    loaded onto the GPU by `comfy.model_management.load_models_gpu` (which first unloads other
+    models if memory is short), "Unload Models" and other models' loads move it back to the
+    offload device, and in --lowvram/--novram mode (or when it cannot fit) its large networks
+    stay on the offload device and move in one at a time while they run.
+    """
 
     model: EMOModel
     name: str  # checkpoint name as listed in the loader
@@ -47,6 +54,11 @@ class EMOModelHandle:
     dtype: torch.dtype
     path: Path | None = None
     info: dict = field(default_factory=dict)
+    patcher: object = None  # ComfyUI's ModelPatcher (None outside ComfyUI)
+
+    def __post_init__(self) -> None:
+        if self.patcher is None:
+            self.patcher = services.model_patcher(self.model, self.load_device, self.offload_device)
 
     @property
     def defaults(self):
@@ -56,19 +68,52 @@ class EMOModelHandle:
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
 
+    def largest_network_bytes(self) -> int:
+        """The largest network the pipeline moves in on its own in low-VRAM mode."""
+        sizes = [sum(t.numel() * t.element_size() for t in getattr(self.model, name).parameters())
+                 for name in EMOPipeline.OFFLOADED]
+        small = self.size_bytes() - sum(sizes)  # the networks that stay on the device
+        return max(sizes) + small
+
+    def activation_bytes(self, size: int | None = None, frames: int | None = None) -> int:
+        """A generous estimate of the memory one clip's denoising needs beyond the weights: the
+        widest feature maps of the backbone for both guidance rows, with room for attention and
+        the VAE decode (measured peaks of bench/benchmark.py at 512 px sit below it)."""
+        defaults = self.defaults
+        size = size or defaults.size
+        frames = frames or defaults.frames_per_clip
+        width = self.model.config.unet.block_out_channels[0]
+        cells = (size // self.model.config.latent_scale) ** 2
+        return 2 * frames * cells * width * self.dtype.itemsize * 48
+
     @contextlib.contextmanager
-    def loaded(self):
-        """Use the model on its compute device: make room first (ComfyUI unloads its own models
-        if needed), and move it back to the offload device afterwards if memory is short."""
+    def loaded(self, size: int | None = None, frames: int | None = None):
+        """The model as an EMOPipeline on its compute device for one run."""
         device = self.load_device
-        if self.model.device != device:
+        needed = self.activation_bytes(size, frames)
+        total = services.total_memory(device) if device.type != "cpu" else None
+        fits = total is None or self.size_bytes() + needed < 0.9 * total
+        if device.type != "cpu" and (services.low_vram() or not fits):
+            yield self._offloaded_pipeline(device, needed)
+            return
+        if self.patcher is not None:
+            services.load_through_comfyui(self.patcher, needed)
+        elif self.model.device != device:
             services.make_room(device, int(self.size_bytes() * 1.3))
             logger.info("EMO: moving %s to %s", self.name, device)
             self.model.to(device)
         try:
             yield EMOPipeline(self.model)
         finally:
-            self._offload_if_short(device)
+            if self.patcher is None:
+                self._offload_if_short(device)
+
+    def _offloaded_pipeline(self, device: torch.device, needed: int) -> EMOPipeline:
+        logger.info("EMO: low VRAM: %s runs with its networks moved in one at a time", self.name)
+        if self.patcher is not None and self.model.device == device:
+            self.patcher.detach()  # loaded by an earlier run: back to the offload device first
+        services.make_room(device, self.largest_network_bytes() + needed)
+        return EMOPipeline(self.model, device=device, offload=True)
 
     def _offload_if_short(self, device: torch.device) -> None:
         if device == self.offload_device or device.type == "cpu":
@@ -88,13 +133,11 @@ def _check_precision(node: str, precision: str) -> None:
 
 def _on_device(node: str, model: EMOModel, name: str, dtype: torch.dtype, device: torch.device,
                info: dict) -> EMOModelHandle:
-    """A model built on the CPU -> a handle with the model on `device` in `dtype`."""
+    """A model built on the CPU -> a handle for running it on `device` in `dtype` (it moves there
+    for its first run, through ComfyUI's model management)."""
     model.to(dtype=dtype)
     handle = EMOModelHandle(model=model, name=name, load_device=device, offload_device=services.offload_device(),
                             dtype=dtype, info=info)
-    if device.type != "cpu":
-        services.make_room(device, int(handle.size_bytes() * 1.3))
-        model.to(device)
     logger.info("%s: %s (%s) on %s as %s", node, name, model.config.name, device, dtype)
     return handle
 
@@ -106,13 +149,13 @@ def load_model(ckpt_name: str, precision: str = "auto") -> EMOModelHandle:
     device = services.torch_device()
     dtype = services.pick_dtype(precision, device)
     offload = services.offload_device()
-    services.make_room(device, path.stat().st_size * 2)
     try:
-        # Weights go straight to the compute device; the GPU copy is the only one kept.
-        model = load_checkpoint(path, device=device, dtype=dtype)
+        # Loaded onto the offload device; the first run moves it in through ComfyUI's model
+        # management, which makes room first.
+        model = load_checkpoint(path, device=offload, dtype=dtype)
     except CheckpointError as error:
         raise ValueError(f"EMOModelLoader: {error}") from error
-    logger.info("EMOModelLoader: loaded %s (%s) on %s as %s", ckpt_name, model.config.name, device, dtype)
+    logger.info("EMOModelLoader: loaded %s (%s) for %s as %s", ckpt_name, model.config.name, device, dtype)
     return EMOModelHandle(model=model, name=ckpt_name, load_device=device, offload_device=offload,
                           dtype=dtype, path=path)
 
@@ -124,7 +167,7 @@ class EMOModelLoader:
         "ComfyUI/models/emo or an 'emo:' folder in extra_model_paths.yaml. ComfyUI keeps it "
         "loaded while the inputs stay the same."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)
@@ -195,7 +238,7 @@ class EMOComponentLoader:
         "model: its videos will not follow the voice. For talking videos load a trained checkpoint "
         "with EMOModelLoader, or Hallo's weights with EMOHalloLoader."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)
@@ -275,7 +318,7 @@ class EMOHalloLoader:
         "is slow; converting once with `python -m emo convert --from hallo ...` into ComfyUI/models/emo "
         "and using EMOModelLoader loads faster."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emo.faces.boxes import FaceNotFoundError
+from emo.faces.boxes import FaceNotFoundError, region_from_mask
 from emo.faces.haar import detect_face_box
 from emo.faces.region import face_region_mask
-from emo.runtime.reference import face_region_in_crop, prepare_portrait
+from emo.runtime.reference import crop_mask, face_region_in_crop, prepare_portrait
 
 from .model import EMOModelHandle
 
@@ -81,11 +81,21 @@ def load_reference(image: torch.Tensor, size: int, crop: str, face_padding: floa
 
 def face_mask(image: torch.Tensor, expand_ratio: float = 0.2, mask: torch.Tensor | None = None,
               reference: EMOReference | None = None) -> torch.Tensor:
-    """IMAGE -> MASK [1, H, W]: `mask` binarised, or the face box grown by expand_ratio: the box
+    """IMAGE -> MASK [1, H, W]: `mask` binarised (a mask of the source photo is cropped as the
+    reference was, when `reference` is given), or the face box grown by expand_ratio: the box
     LoadReference found in the full-resolution photo when `reference` is given (no second
     detection), else one detected in `image`."""
     node = "FaceRegionMask"
     first = _first_image(image, node)
+    if mask is not None and reference is not None:
+        override = mask[0] if mask.dim() == 3 else mask
+        source = (reference.info.get("source_height"), reference.info.get("source_width"))
+        if tuple(override.shape) == source and source != tuple(first.shape[:2]):
+            try:
+                region = region_from_mask(override.float().cpu(), *source)
+            except ValueError as error:
+                raise ValueError(f"{node}: {error}") from error
+            return crop_mask(region, reference.info, first.shape[0])[None]
     if mask is None and reference is not None and reference.info.get("face_box") is not None:
         height, width = first.shape[:2]
         if (height, width) != (reference.size, reference.size):
@@ -120,7 +130,7 @@ class EMOLoadReference:
         "generator, a face restorer. Outputs the reference for EMOSampler and the prepared image "
         "(connect it to FaceRegionMask and to a preview)."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/conditioning"
     FUNCTION = "prepare"
     RETURN_TYPES = ("EMO_REFERENCE", "IMAGE")
     RETURN_NAMES = ("reference", "image")
@@ -170,7 +180,7 @@ class EMOFaceRegionMask:
         "box grown by expand_ratio, or your own mask. Feed it the prepared image from "
         "LoadReference so the mask lines up with the reference."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/conditioning"
     FUNCTION = "make_mask"
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)

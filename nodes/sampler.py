@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -92,34 +93,94 @@ def _check_speed_range(speed: EMOSpeed, model: EMOModelHandle) -> None:
                        "be erratic", NODE, outside, low, high)
 
 
-def sample(model: EMOModelHandle, reference: EMOReference, audio_features: AudioFeatures, seed: int,
-           steps: int, cfg: float, scheduler: str, frames_per_clip: int, motion_frames: int,
-           face_mask: torch.Tensor | None = None, speed: EMOSpeed | None = None,
-           node_id: str | None = None, region_weights: tuple[float, float, float] | None = None,
-           ) -> tuple[torch.Tensor, float, dict]:
-    """The node's body: (frames [F, H, W, 3], fps, readout). region_weights: Hallo models'
-    (pose, face, lip) audio weights (None: the checkpoint's; ignored by EMO models)."""
+@dataclass
+class SamplingRun:
+    """One sampler run, checked and planned: `clips()` yields the frames clip by clip."""
+
+    model: EMOModelHandle
+    reference: EMOReference
+    audio_features: AudioFeatures
+    settings: GenerationSettings
+    resolved: GenerationSettings
+    mask: torch.Tensor | None
+    speed: EMOSpeed | None
+    info: dict  # the readout web/emo.js shows: frames, fps, seconds, clips
+    node: str = NODE
+
+    @property
+    def total(self) -> int:
+        return self.audio_features.num_frames
+
+    @property
+    def fps(self) -> float:
+        return float(self.audio_features.fps)
+
+    def clips(self):
+        """The video's frames, (n, S, S, 3) float 0..1 per clip, with ComfyUI's progress bar,
+        previews and Cancel; exactly `total` frames in all."""
+        resolved, node = self.resolved, self.node
+        steps, clips = resolved.steps, self.info["clips"]
+        progress = services.Progress(clips * steps)
+        previews = services.latent_previews_enabled()
+
+        def on_step(p) -> None:
+            # Each step: the middle frame of the clip being denoised (noisy early, sharper later);
+            # each finished clip below: its last decoded frame.
+            shown = p.denoised if p.denoised is not None else p.latents  # clean estimate looks like the result
+            preview = latent_preview(shown) if previews and shown is not None else None
+            progress.update_absolute(p.clip * p.num_steps + p.step, preview_image=preview)
+
+        def should_cancel() -> bool:
+            services.check_interrupted()  # raises ComfyUI's own interrupt inside ComfyUI
+            return False
+
+        done = 0
+        with self.model.loaded(self.reference.size, resolved.frames_per_clip) as pipeline:
+            try:
+                for clip, chunk in enumerate(pipeline.iter_clips(
+                        self.reference.image, self.audio_features, face_mask=self.mask,
+                        speed=self.speed.for_pipeline() if self.speed is not None else None, settings=self.settings,
+                        callback=on_step, should_cancel=should_cancel)):
+                    done += chunk.shape[0]
+                    progress.update_absolute((clip + 1) * steps, preview_image=to_pil(chunk[-1]))
+                    yield chunk
+            except FaceNotFoundError as error:
+                raise ValueError(
+                    f"{node}: no face found in the reference to place the face region; connect EMO Face Region "
+                    "Mask (with its 'mask' override if detection fails there too) to the face_mask input"
+                ) from error
+            except ValueError as error:
+                raise ValueError(f"{node}: {error}") from error
+        if done != self.total:  # the pipeline promises exactly one frame per audio frame
+            raise RuntimeError(f"{node}: the pipeline produced {done} frames for {self.total} audio frames")
+        logger.info("%s: %d frames (%d clips of %d, %d steps, cfg %g) at %g fps", node, self.total, clips,
+                    resolved.frames_per_clip, steps, resolved.guidance_scale, self.fps)
+
+
+def start_sampling(model: EMOModelHandle, reference: EMOReference, audio_features: AudioFeatures, seed: int,
+                   steps: int, cfg: float, scheduler: str, frames_per_clip: int, motion_frames: int,
+                   face_mask: torch.Tensor | None = None, speed: EMOSpeed | None = None,
+                   node_id: str | None = None, region_weights: tuple[float, float, float] | None = None,
+                   node: str = NODE) -> SamplingRun:
+    """Check the inputs and plan the run (nothing is computed yet). Widgets at their
+    "checkpoint's own" values (steps 0, cfg -1, frames_per_clip 0, motion_frames -1) leave the
+    setting to the checkpoint. region_weights: (pose, face, lip) audio weights of models with
+    regional audio (None: the checkpoint's; ignored by the others)."""
     for name, value, expected, source in (
-        ("model", model, EMOModelHandle, "EMOModelLoader"),
-        ("reference", reference, EMOReference, "LoadReference"),
-        ("audio_features", audio_features, AudioFeatures, "AudioEncode"),
+        ("model", model, EMOModelHandle, "EMO Load Checkpoint"),
+        ("reference", reference, EMOReference, "EMO Load Reference"),
+        ("audio_features", audio_features, AudioFeatures, "EMO Audio Encode"),
     ):
         if not isinstance(value, expected):
-            raise ValueError(f"{NODE}: the {name} input must come from {source}, got {type(value).__name__}")
+            raise ValueError(f"{node}: the {name} input must come from {source}, got {type(value).__name__}")
     if speed is not None and not isinstance(speed, EMOSpeed):
-        raise ValueError(f"{NODE}: the speed input must come from SpeedControl, got {type(speed).__name__}")
+        raise ValueError(f"{node}: the speed input must come from EMO Speed Control, got {type(speed).__name__}")
     if scheduler not in SCHEDULERS:
-        raise ValueError(f"{NODE}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise ValueError(f"{node}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     mask = align_mask(face_mask, reference) if face_mask is not None else reference.mask
     if speed is not None:
         _check_speed_range(speed, model)
-    if reference.size != model.defaults.size:
-        logger.info("%s: the reference is %d px but %s was trained at %d px", NODE, reference.size,
-                    model.name, model.defaults.size)
-
-    total = audio_features.num_frames
     fps = audio_features.fps
-    # Widgets at their "checkpoint's own" values (0 or -1) leave the setting to the checkpoint.
     settings = GenerationSettings(size=reference.size, fps=fps, frames_per_clip=frames_per_clip or None,
                                   motion_frames=None if motion_frames < 0 else motion_frames,
                                   steps=steps or None, guidance_scale=None if cfg < 0 else cfg,
@@ -127,49 +188,39 @@ def sample(model: EMOModelHandle, reference: EMOReference, audio_features: Audio
     try:
         resolved = settings.resolve(model.defaults)
     except ValueError as error:
-        raise ValueError(f"{NODE}: {error}") from error
-    steps = resolved.steps
-    clips = num_clips(total, resolved.frames_per_clip)
-    info = readout(total, fps, audio_features.duration_seconds(), clips)
+        raise ValueError(f"{node}: {error}") from error
+    info = readout(audio_features.num_frames, fps, audio_features.duration_seconds(),
+                   num_clips(audio_features.num_frames, resolved.frames_per_clip))
+    warning = size_warning(reference.size, model)
+    if warning:
+        info["warning"] = warning
+        logger.warning("%s: %s", node, warning)
     services.send_ui_message("emo.plan", {"node": node_id, **info})
-    progress = services.Progress(clips * steps)
-    previews = services.latent_previews_enabled()
+    return SamplingRun(model=model, reference=reference, audio_features=audio_features, settings=settings,
+                       resolved=resolved, mask=mask, speed=speed, info=info, node=node)
 
-    def on_step(p) -> None:
-        # Each step: the middle frame of the clip being denoised (noisy early, sharper later);
-        # each finished clip below: its last decoded frame.
-        shown = p.denoised if p.denoised is not None else p.latents  # clean estimate looks like the result
-        preview = latent_preview(shown) if previews and shown is not None else None
-        progress.update_absolute(p.clip * p.num_steps + p.step, preview_image=preview)
 
-    def should_cancel() -> bool:
-        services.check_interrupted()  # raises ComfyUI's own interrupt inside ComfyUI
-        return False
+def size_warning(size: int, model: EMOModelHandle) -> str | None:
+    """The one-line note shown on the node when the reference is not the size the model was
+    trained at (a user's choice, but rarely a good one)."""
+    trained = model.defaults.size
+    if size == trained:
+        return None
+    return (f"{model.name} was trained at {trained} px; at {size} px expect {'blur and drift' if size > trained else 'lost detail'}"
+            f" (set EMO Load Reference's size to 0 for the model's own)")
 
+
+def sample(*args, **kwargs) -> tuple[torch.Tensor, float, dict]:
+    """EMOSampler's body: (frames [F, H, W, 3], fps, readout); arguments as `start_sampling`."""
+    run = start_sampling(*args, **kwargs)
     # The IMAGE output is the one full copy of the video; clips are written into it as they come.
-    frames = torch.empty(total, reference.size, reference.size, 3, dtype=torch.float32)
+    size = run.reference.size
+    frames = torch.empty(run.total, size, size, 3, dtype=torch.float32)
     done = 0
-    with model.loaded() as pipeline:
-        try:
-            for clip, chunk in enumerate(pipeline.iter_clips(
-                    reference.image, audio_features, face_mask=mask,
-                    speed=speed.for_pipeline() if speed is not None else None, settings=settings,
-                    callback=on_step, should_cancel=should_cancel)):
-                frames[done:done + chunk.shape[0]] = chunk
-                done += chunk.shape[0]
-                progress.update_absolute((clip + 1) * steps, preview_image=to_pil(chunk[-1]))
-        except FaceNotFoundError as error:
-            raise ValueError(
-                f"{NODE}: no face found in the reference to place the face region; connect FaceRegionMask "
-                "(with its 'mask' override if detection fails there too) to the face_mask input"
-            ) from error
-        except ValueError as error:
-            raise ValueError(f"{NODE}: {error}") from error
-    if done != total:  # the pipeline promises exactly one frame per audio frame
-        raise RuntimeError(f"{NODE}: the pipeline produced {done} frames for {total} audio frames")
-    logger.info("%s: %d frames (%d clips of %d, %d steps, cfg %g) at %g fps", NODE, total, clips,
-                resolved.frames_per_clip, steps, resolved.guidance_scale, fps)
-    return frames, float(fps), info
+    for chunk in run.clips():
+        frames[done:done + chunk.shape[0]] = chunk
+        done += chunk.shape[0]
+    return frames, run.fps, run.info
 
 
 class EMOSampler:
@@ -179,7 +230,7 @@ class EMOSampler:
         "tokens, identity by the reference, head motion by the speed. Outputs IMAGE frames (for "
         "upscalers, interpolators, VideoCombine) and their frame rate."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/sampling"
     FUNCTION = "sample"
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("frames", "fps")

@@ -71,7 +71,7 @@ class EMOSpeedControl:
         "Sets how much and how fast the head moves (EMO's speed layers). One value for the whole "
         "video, or keyframes that change it over time (linearly interpolated)."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/conditioning"
     FUNCTION = "make"
     RETURN_TYPES = ("EMO_SPEED",)
     RETURN_NAMES = ("speed",)

@@ -60,7 +60,7 @@ def checkpoint_or_demo(checkpoint) -> Path:
         return Path(checkpoint)
     if not DEMO_CHECKPOINT.is_file():
         raise FileNotFoundError(f"no --checkpoint given and the demo model {DEMO_CHECKPOINT} is missing; give "
-                                "--checkpoint PATH, or rebuild the demo model with examples/train_demo_model.sh")
+                                "--checkpoint PATH, or rebuild the demo model with scripts/train_demo_model.sh")
     return DEMO_CHECKPOINT
 
 

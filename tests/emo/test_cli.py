@@ -173,7 +173,7 @@ def test_bundled_sample_is_a_held_out_talker():
 
     assets = DEMO_CHECKPOINT.parent
     image = np.asarray(Image.open(assets / "sample_portrait.png").convert("RGB"))
-    seed = synthetic.EVALUATION_SEED_START + 100  # examples/make_demo_sample.py
+    seed = synthetic.EVALUATION_SEED_START + 100  # scripts/make_demo_sample.py
     assert np.array_equal(image, synthetic.render_frame(synthetic.make_identity(seed), image.shape[0]))
     assert (assets / "sample_voice.wav").stat().st_size < 200_000
 

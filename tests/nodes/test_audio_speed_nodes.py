@@ -53,7 +53,7 @@ def test_audio_errors(emo_model, voice):
         EMOAudioEncode().encode(torch.zeros(1, 100), emo_model, 25.0)
     with pytest.raises(ValueError, match="AudioEncode: the AUDIO is empty"):
         EMOAudioEncode().encode({"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, emo_model, 25.0)
-    with pytest.raises(ValueError, match="AudioEncode: the model input must come from EMOModelLoader"):
+    with pytest.raises(ValueError, match="AudioEncode: the model input must come from EMO Load Checkpoint"):
         EMOAudioEncode().encode(voice, "model.safetensors", 25.0)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,10 @@ def test_mp4_with_sound_round_trip(comfy_environment):
     out = combine(frames(25), audio)
     path, video = out["result"]
     path = Path(path)
-    assert path == comfy_environment / "output" / "EMO" / "test_00001.mp4" and path.is_file()
+    assert path == comfy_environment / "output" / "EMO" / "test_00001_.mp4" and path.is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # a normal file, not mkstemp's 0600
     assert video is None  # no core VIDEO type outside ComfyUI
     info = probe_video(path)
     assert info["frames"] == 25 and info["fps"] == pytest.approx(25.0)
@@ -50,7 +55,7 @@ def test_mp4_with_sound_round_trip(comfy_environment):
     assert json.loads(info["metadata"]["workflow"]) == {"nodes": [], "links": []}
     assert json.loads(info["metadata"]["prompt"])["1"]["class_type"] == "EMOSampler"
     (entry,) = out["ui"]["gifs"]
-    assert entry == {"filename": "test_00001.mp4", "subfolder": "EMO", "type": "output",
+    assert entry == {"filename": "test_00001_.mp4", "subfolder": "EMO", "type": "output",
                      "format": "video/h264-mp4", "frame_rate": 25.0, "frame_count": 25, "has_audio": True,
                      "fullpath": str(path)}
 
@@ -59,7 +64,7 @@ def test_webm_to_temp_and_numbering(comfy_environment):
     first = Path(combine(frames(5), format="video/webm", crf=40, save_output=False)["result"][0])
     second = Path(combine(frames(5), format="video/webm", crf=40, save_output=False)["result"][0])
     assert first.parent == comfy_environment / "temp" / "EMO"
-    assert (first.name, second.name) == ("test_00001.webm", "test_00002.webm")
+    assert (first.name, second.name) == ("test_00001_.webm", "test_00002_.webm")  # ComfyUI's counter form
     info = probe_video(second)
     assert info["video_codec"] == "vp9" and info["audio_codec"] is None and info["frames"] == 5
 
