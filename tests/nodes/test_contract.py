@@ -110,3 +110,28 @@ def test_pack_loads_like_comfyui_loads_it_without_importing_comfyui(tmp_path):
     # The pack's nodes package lives under the pack's name; the top-level name "nodes" stays
     # free for ComfyUI's own nodes.py.
     assert info["nodes_module"] is False
+
+
+def test_the_nodes_need_only_the_runtime_requirements():
+    """requirements.txt lists what the nodes import; the command line's, training's and
+    evaluation's packages (requirements-cli.txt) must not be needed to load and list them."""
+    # tqdm and pyyaml come with transformers/diffusers anyway; the pack's own modules that the
+    # nodes load must not import them (nor the others) directly.
+    blocked = ["accelerate", "scipy", "librosa", "skimage"]
+    script = textwrap.dedent(f"""
+        import re, sys
+        for name in {blocked!r}:
+            sys.modules[name] = None  # importing it raises ImportError
+        import nodes
+        for cls in nodes.NODE_CLASS_MAPPINGS.values():
+            cls.INPUT_TYPES()
+        own = [m.__file__ for n, m in list(sys.modules.items()) if n.split(".")[0] in ("emo", "nodes")
+               and getattr(m, "__file__", None)]
+        direct = [f for f in own if re.search(r"^\\s*(import|from) (tqdm|yaml)\\b", open(f).read(), re.M)]
+        print("ok" if not direct else direct)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    listed = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+              for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")}
+    assert not listed & {"torch", "torchvision", "torchaudio", "tqdm", "accelerate", "pyyaml", "scipy"}
