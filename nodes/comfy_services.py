@@ -41,7 +41,7 @@ from emo.pipeline import GenerationCancelled
 logger = logging.getLogger(__name__)
 
 MODEL_FOLDER = "emo"  # ComfyUI/models/emo, also a key for extra_model_paths.yaml
-HALLO_FOLDER = "hallo"  # ComfyUI/models/hallo: Hallo's net.pth, for EMOHalloLoader
+HALLO_FOLDER = "hallo"  # ComfyUI/models/hallo: Hallo's net.pth, for EMO Load Hallo
 CHECKPOINT_EXTENSIONS = {".safetensors"}
 # What emo.weights reads: safetensors and PyTorch pickles (recognised by content, not name).
 WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin"}
@@ -254,7 +254,7 @@ def resolve_checkpoint(name: str) -> Path:
                 return folder / relative
     folders = ", ".join(str(f) for f in model_folders()) or "(none)"
     raise FileNotFoundError(
-        f"EMOModelLoader: checkpoint {name!r} not found in the EMO model folders ({folders}); put the "
+        f"EMO Load Checkpoint: checkpoint {name!r} not found in the EMO model folders ({folders}); put the "
         f".safetensors file there (or add an 'emo:' entry to extra_model_paths.yaml) and refresh the page"
     )
 
@@ -509,7 +509,7 @@ def save_path(filename_prefix: str, kind: str, width: int, height: int) -> tuple
     folder = (base / subfolder).resolve()
     if os.path.commonpath([base.resolve(), folder]) != str(base.resolve()) or not stem or stem in (".", ".."):
         raise ValueError(
-            f"VideoCombine: filename_prefix {filename_prefix!r} points outside the output folder {base}; "
+            f"EMO Video Combine: filename_prefix {filename_prefix!r} points outside the output folder {base}; "
             "use a relative name such as 'EMO/portrait'"
         )
     folder.mkdir(parents=True, exist_ok=True)

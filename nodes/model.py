@@ -144,7 +144,7 @@ def _on_device(node: str, model: EMOModel, name: str, dtype: torch.dtype, device
 
 def load_model(ckpt_name: str, precision: str = "auto") -> EMOModelHandle:
     """Load a checkpoint by name from the EMO model folders (the loader node's body)."""
-    _check_precision("EMOModelLoader", precision)
+    _check_precision("EMO Load Checkpoint", precision)
     path = services.resolve_checkpoint(ckpt_name)
     device = services.torch_device()
     dtype = services.pick_dtype(precision, device)
@@ -154,8 +154,8 @@ def load_model(ckpt_name: str, precision: str = "auto") -> EMOModelHandle:
         # management, which makes room first.
         model = load_checkpoint(path, device=offload, dtype=dtype)
     except CheckpointError as error:
-        raise ValueError(f"EMOModelLoader: {error}") from error
-    logger.info("EMOModelLoader: loaded %s (%s) for %s as %s", ckpt_name, model.config.name, device, dtype)
+        raise ValueError(f"EMO Load Checkpoint: {error}") from error
+    logger.info("EMO Load Checkpoint: loaded %s (%s) for %s as %s", ckpt_name, model.config.name, device, dtype)
     return EMOModelHandle(model=model, name=ckpt_name, load_device=device, offload_device=offload,
                           dtype=dtype, path=path)
 
@@ -171,7 +171,7 @@ class EMOModelLoader:
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The loaded EMO model: connect it to AudioEncode and EMOSampler.",)
+    OUTPUT_TOOLTIPS = ("The loaded EMO model: connect it to EMO Audio Encode and EMO Sampler.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -194,7 +194,7 @@ class EMOModelLoader:
 
 
 # ---- EMOComponentLoader ---------------------------------------------------------------------------
-COMPONENT_NODE = "EMOComponentLoader"
+COMPONENT_NODE = "EMO Build From SD1.5 Parts"
 NEW_LAYERS_WARNING = (
     "the audio projection, speed and face-locator layers (and the temporal layers a motion module does "
     "not provide) are freshly initialised: this model is a starting point for training, or for testing "
@@ -236,7 +236,7 @@ class EMOComponentLoader:
         "motion module. The audio projection, speed and face-locator layers are freshly initialised, "
         "so this model is a starting point for training (or for testing a graph), not a lip-syncing "
         "model: its videos will not follow the voice. For talking videos load a trained checkpoint "
-        "with EMOModelLoader, or Hallo's weights with EMOHalloLoader."
+        "with EMO Load Checkpoint, or Hallo's weights with EMO Load Hallo."
     )
     CATEGORY = "EMO/loaders"
     FUNCTION = "load"
@@ -286,7 +286,7 @@ class EMOComponentLoader:
 
 
 # ---- EMOHalloLoader --------------------------------------------------------------------------------
-HALLO_NODE = "EMOHalloLoader"
+HALLO_NODE = "EMO Load Hallo"
 
 
 def load_hallo(net_name: str, vae_name: str, wav2vec2_name: str, precision: str = "auto", *,
@@ -316,13 +316,13 @@ class EMOHalloLoader:
         "The model runs in Hallo mode (16-frame clips, 2 motion frames, zero-SNR v-prediction). Without "
         "an insightface face embedding the identity comes from the reference image alone. Converting "
         "is slow; converting once with `python -m emo convert --from hallo ...` into ComfyUI/models/emo "
-        "and using EMOModelLoader loads faster."
+        "and using EMO Load Checkpoint loads faster."
     )
     CATEGORY = "EMO/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("Hallo as an EMO model (Hallo mode): connect it to AudioEncode and EMOSampler.",)
+    OUTPUT_TOOLTIPS = ("Hallo as an EMO model (Hallo mode): connect it to EMO Audio Encode and EMO Sampler.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -51,7 +51,7 @@ def load_reference(image: torch.Tensor, size: int, crop: str, face_padding: floa
     """IMAGE [B, H, W, 3] -> (EMOReference, prepared IMAGE [1, size, size, 3]). size 0: the
     model's own (512 without a model). The face is detected once, on the full-resolution image;
     its box places the face crop and the face-region mask."""
-    node = "LoadReference"
+    node = "EMO Load Reference"
     if crop not in CROP_MODES:
         raise ValueError(f"{node}: unknown crop {crop!r}; choose one of {', '.join(CROP_MODES)}")
     if not size:
@@ -85,7 +85,7 @@ def face_mask(image: torch.Tensor, expand_ratio: float = 0.2, mask: torch.Tensor
     reference was, when `reference` is given), or the face box grown by expand_ratio: the box
     LoadReference found in the full-resolution photo when `reference` is given (no second
     detection), else one detected in `image`."""
-    node = "FaceRegionMask"
+    node = "EMO Face Region Mask"
     first = _first_image(image, node)
     if mask is not None and reference is not None:
         override = mask[0] if mask.dim() == 3 else mask
@@ -100,7 +100,7 @@ def face_mask(image: torch.Tensor, expand_ratio: float = 0.2, mask: torch.Tensor
         height, width = first.shape[:2]
         if (height, width) != (reference.size, reference.size):
             raise ValueError(f"{node}: the image is {width}x{height} but the reference is {reference.size}x"
-                             f"{reference.size}; connect LoadReference's image output")
+                             f"{reference.size}; connect EMO Load Reference's image output")
         return face_region_in_crop(reference.info["face_box"], reference.info, reference.size, expand_ratio)[None]
     override = None
     if mask is not None:
@@ -127,16 +127,16 @@ class EMOLoadReference:
     DESCRIPTION = (
         "Prepares the portrait EMO animates: crops it to a square (around the detected face, the "
         "centre, or the whole image padded) and resizes it. Any IMAGE works: LoadImage, a "
-        "generator, a face restorer. Outputs the reference for EMOSampler and the prepared image "
-        "(connect it to FaceRegionMask and to a preview)."
+        "generator, a face restorer. Outputs the reference for EMO Sampler and the prepared image "
+        "(connect it to EMO Face Region Mask and to a preview)."
     )
     CATEGORY = "EMO/conditioning"
     FUNCTION = "prepare"
     RETURN_TYPES = ("EMO_REFERENCE", "IMAGE")
     RETURN_NAMES = ("reference", "image")
     OUTPUT_TOOLTIPS = (
-        "The prepared portrait for EMOSampler.",
-        "The same square image as an IMAGE, for previews and FaceRegionMask.",
+        "The prepared portrait for EMO Sampler.",
+        "The same square image as an IMAGE, for previews and EMO Face Region Mask.",
     )
 
     @classmethod
@@ -178,20 +178,20 @@ class EMOFaceRegionMask:
     DESCRIPTION = (
         "The face region EMO keeps the face inside (the face locator's mask): the detected face "
         "box grown by expand_ratio, or your own mask. Feed it the prepared image from "
-        "LoadReference so the mask lines up with the reference."
+        "EMO Load Reference so the mask lines up with the reference."
     )
     CATEGORY = "EMO/conditioning"
     FUNCTION = "make_mask"
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
-    OUTPUT_TOOLTIPS = ("1 where the face may move, 0 elsewhere; connect it to EMOSampler's face_mask.",)
+    OUTPUT_TOOLTIPS = ("1 where the face may move, 0 elsewhere; connect it to EMO Sampler's face_mask.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "image": ("IMAGE", {
-                    "tooltip": "The portrait to find the face in: LoadReference's image output. For a batch, "
+                    "tooltip": "The portrait to find the face in: EMO Load Reference's image output. For a batch, "
                                "the first image is used.",
                 }),
                 "expand_ratio": ("FLOAT", {
@@ -206,7 +206,7 @@ class EMOFaceRegionMask:
                                "detection. Needed when no face is detected (stylised or profile portraits).",
                 }),
                 "reference": ("EMO_REFERENCE", {
-                    "tooltip": "From LoadReference: use the face it found in the full-resolution photo instead "
+                    "tooltip": "From EMO Load Reference: use the face it found in the full-resolution photo instead "
                                "of detecting again in the small prepared image.",
                 }),
             },

@@ -18,7 +18,7 @@ from .video import EMOVideoCombine, check_video_settings, encode
 
 logger = logging.getLogger(__name__)
 
-NODE = "EMOSampleToVideo"
+NODE = "EMO Sample To Video"
 
 
 class PreviewFrames:

@@ -22,7 +22,7 @@ from .speed import EMOSpeed
 
 logger = logging.getLogger(__name__)
 
-NODE = "EMOSampler"
+NODE = "EMO Sampler"
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -51,7 +51,7 @@ def align_mask(mask: torch.Tensor, reference: EMOReference) -> torch.Tensor:
         return mask  # the prepared image at another resolution; the pipeline resizes it
     raise ValueError(
         f"{NODE}: the face_mask is {width}x{height} but the reference is {size}x{size} (cropped from a "
-        f"{source[1]}x{source[0]} image); make the mask from LoadReference's image output"
+        f"{source[1]}x{source[0]} image); make the mask from EMO Load Reference's image output"
     )
 
 
@@ -228,7 +228,7 @@ class EMOSampler:
         "Generates the talking or singing video: clip after clip of frames_per_clip frames, each "
         "continuing from the last motion_frames of the previous one, lips driven by the audio "
         "tokens, identity by the reference, head motion by the speed. Outputs IMAGE frames (for "
-        "upscalers, interpolators, VideoCombine) and their frame rate."
+        "upscalers, interpolators, EMO Video Combine) and their frame rate."
     )
     CATEGORY = "EMO/sampling"
     FUNCTION = "sample"
@@ -236,17 +236,17 @@ class EMOSampler:
     RETURN_NAMES = ("frames", "fps")
     OUTPUT_TOOLTIPS = (
         "All video frames, one per audio frame.",
-        "Their frame rate (the rate AudioEncode used); connect it to VideoCombine's frame_rate.",
+        "Their frame rate (the rate EMO Audio Encode used); connect it to EMO Video Combine's frame_rate.",
     )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("EMO_MODEL", {"tooltip": "From EMOModelLoader."}),
-                "reference": ("EMO_REFERENCE", {"tooltip": "The portrait, from LoadReference."}),
+                "model": ("EMO_MODEL", {"tooltip": "From EMO Load Checkpoint."}),
+                "reference": ("EMO_REFERENCE", {"tooltip": "The portrait, from EMO Load Reference."}),
                 "audio_features": ("EMO_AUDIO", {
-                    "tooltip": "Per-frame audio tokens from AudioEncode; they fix the frame count and fps.",
+                    "tooltip": "Per-frame audio tokens from EMO Audio Encode; they fix the frame count and fps.",
                 }),
                 "seed": ("INT", {
                     "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
@@ -281,11 +281,11 @@ class EMOSampler:
             },
             "optional": {
                 "face_mask": ("MASK", {
-                    "tooltip": "Where the face may move, from FaceRegionMask. Without it the face is "
+                    "tooltip": "Where the face may move, from EMO Face Region Mask. Without it the face is "
                                "detected in the reference.",
                 }),
                 "speed": ("EMO_SPEED", {
-                    "tooltip": "Head-motion speed from SpeedControl. Without it the checkpoint's default "
+                    "tooltip": "Head-motion speed from EMO Speed Control. Without it the checkpoint's default "
                                "(speech) is used.",
                 }),
                 **{f"{region}_weight": ("FLOAT", {

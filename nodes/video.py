@@ -15,7 +15,7 @@ from .audio import audio_waveform
 
 logger = logging.getLogger(__name__)
 
-NODE = "VideoCombine"
+NODE = "EMO Video Combine"
 # Widget value -> emo.video format. The names are VideoHelperSuite's, so they read the same.
 FORMATS = {
     "video/h264-mp4": "h264-mp4",
@@ -29,7 +29,7 @@ def _check_images(images) -> torch.Tensor:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"{NODE}: expected IMAGE frames [N, H, W, 3], got {shape}")
     if images.shape[0] == 0:
-        raise ValueError(f"{NODE}: got no frames (an empty IMAGE batch); connect EMOSampler's frames")
+        raise ValueError(f"{NODE}: got no frames (an empty IMAGE batch); connect EMO Sampler's frames")
     return images
 
 
@@ -146,10 +146,10 @@ class EMOVideoCombine:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "The frames, e.g. EMOSampler's output or an upscaler's."}),
+                "images": ("IMAGE", {"tooltip": "The frames, e.g. EMO Sampler's output or an upscaler's."}),
                 "frame_rate": ("FLOAT", {
                     "default": 25.0, "min": 1.0, "max": 240.0, "step": 0.01,
-                    "tooltip": "Frames per second. Connect EMOSampler's fps so picture and sound stay in "
+                    "tooltip": "Frames per second. Connect EMO Sampler's fps so picture and sound stay in "
                                "sync (double it after a 2x frame interpolator).",
                 }),
                 "filename_prefix": ("STRING", {
@@ -174,7 +174,7 @@ class EMOVideoCombine:
             },
             "optional": {
                 "audio": ("AUDIO", {
-                    "tooltip": "Sound to mux in, starting with the first frame: AudioEncode's audio output "
+                    "tooltip": "Sound to mux in, starting with the first frame: EMO Audio Encode's audio output "
                                "keeps it in sync.",
                 }),
             },

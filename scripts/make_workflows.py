@@ -147,7 +147,7 @@ def _graph(*, loader: Node, image: str, audio: str, crop: str, speed: float, key
         Node(8, "EMOSpeedControl", (760, 60), {"speed": speed, "keyframes": keyframes}, (315, 130)),
     ]
     if mask:
-        nodes.append(Node(12, "LoadImageMask", (40, 900), {"image": mask, "channel": "red"}, (315, 314),
+        nodes.append(Node(12, "LoadImageMask", (40, 1100), {"image": mask, "channel": "red"}, (315, 314),
                           title="Face region (white)"))
     sampling = {"model": (1, 0), "reference": (4, 0), "audio_features": (7, 0), "face_mask": (5, 0),
                 "speed": (8, 0), "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler,

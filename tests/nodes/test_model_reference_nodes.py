@@ -29,16 +29,16 @@ def test_loader_precision_is_applied():
 
 
 def test_loader_errors_name_the_node_and_the_fix(models_dir):
-    with pytest.raises(FileNotFoundError, match=rf"EMOModelLoader: checkpoint 'missing.safetensors' not found "
+    with pytest.raises(FileNotFoundError, match=rf"EMO Load Checkpoint: checkpoint 'missing.safetensors' not found "
                                                  rf"in the EMO model folders \({models_dir}\)"):
         EMOModelLoader().load("missing.safetensors", "auto")
     (models_dir / "broken.safetensors").write_bytes(b"not a safetensors file")
     try:
-        with pytest.raises(ValueError, match="EMOModelLoader: .*broken.safetensors is not a readable"):
+        with pytest.raises(ValueError, match="EMO Load Checkpoint: .*broken.safetensors is not a readable"):
             EMOModelLoader().load("broken.safetensors", "auto")
     finally:
         (models_dir / "broken.safetensors").unlink()
-    with pytest.raises(ValueError, match="EMOModelLoader: unknown precision 'fp8'"):
+    with pytest.raises(ValueError, match="EMO Load Checkpoint: unknown precision 'fp8'"):
         EMOModelLoader().load(CHECKPOINT_NAME, "fp8")
 
 
@@ -71,13 +71,13 @@ def test_reference_uses_the_first_image_of_a_batch(caplog):
 
 
 def test_reference_errors():
-    with pytest.raises(ValueError, match="LoadReference: no face found in the 64x64 image.*set crop to 'center'"):
+    with pytest.raises(ValueError, match="EMO Load Reference: no face found in the 64x64 image.*set crop to 'center'"):
         EMOLoadReference().prepare(portrait(64)[None], 64, "face")
-    with pytest.raises(ValueError, match="LoadReference: size must be a multiple of 8.*got 60"):
+    with pytest.raises(ValueError, match="EMO Load Reference: size must be a multiple of 8.*got 60"):
         EMOLoadReference().prepare(portrait(64)[None], 60, "center")
-    with pytest.raises(ValueError, match=r"LoadReference: expected an IMAGE batch \[B, H, W, 3\], got \(64, 64, 3\)"):
+    with pytest.raises(ValueError, match=r"EMO Load Reference: expected an IMAGE batch \[B, H, W, 3\], got \(64, 64, 3\)"):
         EMOLoadReference().prepare(portrait(64), 64, "center")
-    with pytest.raises(ValueError, match="LoadReference: the IMAGE batch is empty"):
+    with pytest.raises(ValueError, match="EMO Load Reference: the IMAGE batch is empty"):
         EMOLoadReference().prepare(torch.zeros(0, 8, 8, 3), 64, "center")
 
 
@@ -100,10 +100,10 @@ def test_face_mask_override_skips_detection():
 
 
 def test_face_mask_errors_name_the_override_input():
-    with pytest.raises(ValueError, match="FaceRegionMask: no face found in the 64x64 image; connect a mask "
+    with pytest.raises(ValueError, match="EMO Face Region Mask: no face found in the 64x64 image; connect a mask "
                                          "to the 'mask' input"):
         EMOFaceRegionMask().make_mask(portrait(64)[None], 0.2)
-    with pytest.raises(ValueError, match="FaceRegionMask: .*the given mask is empty"):
+    with pytest.raises(ValueError, match="EMO Face Region Mask: .*the given mask is empty"):
         EMOFaceRegionMask().make_mask(portrait(64)[None], 0.2, torch.zeros(1, 64, 64))
 
 

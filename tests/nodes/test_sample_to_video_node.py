@@ -74,5 +74,5 @@ def test_preview_frames_are_evenly_spaced():
 
 def test_bad_video_settings_fail_before_sampling(inputs, monkeypatch, comfy_environment):
     monkeypatch.setattr(stream_module.EMOSampleToVideo, "sample", EMOSampleToVideo.sample)
-    with pytest.raises(ValueError, match="EMOSampleToVideo: crf 70 is outside 0..51"):
+    with pytest.raises(ValueError, match="EMO Sample To Video: crf 70 is outside 0..51"):
         stream(inputs, crf=70)

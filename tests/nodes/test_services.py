@@ -52,7 +52,7 @@ def test_models_folder_from_environment(tmp_path, monkeypatch):
 
 def test_missing_checkpoint_names_the_folders(tmp_path):
     services.set_models_dir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"EMOModelLoader: checkpoint 'nope.safetensors' not found.*"
+    with pytest.raises(FileNotFoundError, match=r"EMO Load Checkpoint: checkpoint 'nope.safetensors' not found.*"
                                                  + str(tmp_path).replace("/", ".")):
         services.resolve_checkpoint("nope.safetensors")
     with pytest.raises(FileNotFoundError):  # no escaping the models folder

@@ -1,4 +1,4 @@
-"""VideoCombine: the file decoded back (frames, fps, audio), metadata, folders, numbering,
+"""EMO Video Combine: the file decoded back (frames, fps, audio), metadata, folders, numbering,
 streaming without a second copy, cancellation without a partial file, and input errors."""
 
 from __future__ import annotations
@@ -124,16 +124,16 @@ def test_many_channels_are_mixed_down(caplog):
 
 
 def test_input_errors():
-    with pytest.raises(ValueError, match="VideoCombine: crf 60 is outside 0..51, the range of video/h264-mp4"):
+    with pytest.raises(ValueError, match="EMO Video Combine: crf 60 is outside 0..51, the range of video/h264-mp4"):
         combine(frames(3), crf=60)
-    with pytest.raises(ValueError, match="VideoCombine: got no frames"):
+    with pytest.raises(ValueError, match="EMO Video Combine: got no frames"):
         combine(torch.zeros(0, 8, 8, 3))
-    with pytest.raises(ValueError, match=r"VideoCombine: expected IMAGE frames \[N, H, W, 3\], got \(8, 8, 3\)"):
+    with pytest.raises(ValueError, match=r"EMO Video Combine: expected IMAGE frames \[N, H, W, 3\], got \(8, 8, 3\)"):
         combine(torch.zeros(8, 8, 3))
-    with pytest.raises(ValueError, match="VideoCombine: unknown format 'video/gif'"):
+    with pytest.raises(ValueError, match="EMO Video Combine: unknown format 'video/gif'"):
         combine(frames(3), format="video/gif")
-    with pytest.raises(ValueError, match="VideoCombine: filename_prefix '../../x' points outside the output folder"):
+    with pytest.raises(ValueError, match="EMO Video Combine: filename_prefix '../../x' points outside the output folder"):
         combine(frames(3), filename_prefix="../../x")
-    with pytest.raises(ValueError, match="VideoCombine: expected an AUDIO input"):
+    with pytest.raises(ValueError, match="EMO Video Combine: expected an AUDIO input"):
         combine(frames(3), audio=torch.zeros(1, 2, 100))
     assert math.isclose(EMOVideoCombine.INPUT_TYPES()["required"]["frame_rate"][1]["default"], 25.0)
