@@ -134,8 +134,8 @@ def _check_metadata(metadata) -> dict[str, str]:
     return dict(metadata)
 
 
-def _check_audio(audio) -> tuple[np.ndarray, int] | None:
-    """Validate (waveform, sample_rate) and return float32 planar samples [C, T] and the rate."""
+def _check_audio(audio) -> tuple[torch.Tensor, int] | None:
+    """Validate (waveform, sample_rate) and return the samples [C, T] (any float type) and the rate."""
     if audio is None:
         return None
     try:
@@ -160,9 +160,8 @@ def _check_audio(audio) -> tuple[np.ndarray, int] | None:
     if waveform.shape[1] == 0:
         logger.warning("write_video: the audio waveform is empty; writing the video without sound")
         return None
-    samples = waveform.detach().cpu().to(torch.float32)
-    samples = torch.nan_to_num(samples).clamp(-1.0, 1.0).numpy()
-    return np.ascontiguousarray(samples), int(sample_rate)
+    # Kept as given (no copy of a long clip): each slice is cleaned and converted as it is encoded.
+    return waveform.detach(), int(sample_rate)
 
 
 def _iter_chunks(frames) -> Iterable:
@@ -303,9 +302,9 @@ class _StreamWriter:
     def _write_audio(self, end: int) -> None:
         if end <= self.samples_written:
             return
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(self.samples[:, self.samples_written : end]), format="fltp", layout=self.layout
-        )
+        piece = self.samples[:, self.samples_written : end].cpu().to(torch.float32)
+        piece = torch.nan_to_num(piece).clamp(-1.0, 1.0).numpy()
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp", layout=self.layout)
         frame.sample_rate = self.sample_rate
         # pts counts samples from 0, so the first sample plays with the first video frame.
         frame.pts = self.samples_written
