@@ -18,6 +18,7 @@ arrays, non-numeric dtypes and truncated data.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def _read_array(header: _ArrayHeader, read) -> np.ndarray:
         padding = read(1)
         if len(padding) != 1 or len(read(padding[0])) != padding[0]:
             raise JoblibArrayError("the data ends inside an array's alignment padding")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python ints: an absurd shape cannot overflow into a small read
     data = read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:
         raise JoblibArrayError(
@@ -130,4 +131,8 @@ def read_joblib_arrays(path: str | Path) -> list[np.ndarray]:
         raise JoblibArrayError(f"the pickle is damaged ({type(error).__name__}: {error})") from None
     if not isinstance(loaded, list) or not all(isinstance(item, np.ndarray) for item in loaded):
         raise JoblibArrayError(f"expected a list of arrays, got {type(loaded).__name__}")
+    # An array can also be built by calling numpy.ndarray directly; only numeric ones pass.
+    odd = [str(item.dtype) for item in loaded if type(item) is not np.ndarray or item.dtype.kind not in "fiub"]
+    if odd:
+        raise JoblibArrayError(f"the file holds arrays of dtype {', '.join(odd)}; only numeric arrays are read")
     return loaded

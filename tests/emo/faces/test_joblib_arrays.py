@@ -90,6 +90,20 @@ def test_object_arrays_and_numpy_subclasses_are_refused(tmp_path):
         read_joblib_arrays(path)
 
 
+class _ObjectArrayByCall:
+    """Builds an object array by calling numpy.ndarray, with only whitelisted globals."""
+
+    def __reduce__(self):
+        return np.ndarray, ((2,), np.dtype(object))
+
+
+def test_an_object_array_built_by_calling_ndarray_is_refused(tmp_path):
+    path = tmp_path / "call.pkl"
+    path.write_bytes(pickle.dumps([_ObjectArrayByCall()], protocol=4))
+    with pytest.raises(JoblibArrayError, match="dtype object; only numeric arrays"):
+        read_joblib_arrays(path)
+
+
 def test_a_plain_pickle_of_another_object_is_refused(tmp_path):
     path = tmp_path / "dict.pkl"
     path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
