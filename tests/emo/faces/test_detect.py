@@ -85,7 +85,7 @@ def test_lfw_faces_are_found_and_lfw_non_faces_are_not():
             found += any(iou(face.box, crop_box) >= 0.4 for face in faces)
         else:
             false_alarms += bool(faces)
-    # Measured: 99 of the 100 faces (one face turned to profile is missed), no false alarm.
+    # Measured: 99 of the 100 faces (the miss: a small, dark face cropped at the chin), no false alarm.
     assert found >= 97
     assert false_alarms <= 1
 
@@ -189,6 +189,18 @@ def test_huge_photos_are_detected_downscaled_with_boxes_in_source_pixels(caplog)
         face = largest_face(huge)
     assert "4000x2250 image is detected at 2048x1152" in caplog.text
     assert iou(face.box, tuple(v * factor for v in truth)) > 0.8
+
+
+def test_an_over_exposed_face_is_found_on_the_darkened_retry(caplog):
+    from emo.faces.mtcnn import load_mtcnn
+
+    rgb, truth = Framing("16:9 640x360", 128, "top-left", rotation=15.0, lighting="bright").render()
+    boxes, _, _ = load_mtcnn().detect(rgb)
+    assert len(boxes) == 0  # MTCNN alone misses this washed-out, turned face
+    with caplog.at_level("INFO", logger="emo.faces.detect"):
+        faces = detect_faces(rgb)
+    assert len(faces) == 1 and iou(faces[0].box, truth) > 0.8
+    assert "only on a darkened copy" in caplog.text
 
 
 def test_min_face_size_in_source_pixels():
