@@ -96,21 +96,10 @@ def recall_table(results: dict[str, list[dict]], key: str) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", choices=("full", "sample"), default="full")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    grid = full_grid() if args.grid == "full" else sample_grid()
-
-    results = {}
-    for name, detector in DETECTORS.items():
-        detector(np.zeros((64, 64, 3), np.uint8))  # load weights / cascade outside the timing
-        # Rendered again for each detector: a full grid of 1920 px images does not fit in memory.
-        results[name] = evaluate(itertools.chain(framing_cases(grid), lfw_labelled()), detector)
-
-    lines = [f"{len(grid)} framings, IoU >= {FOUND_IOU} counts as found", ""]
+def summarise(results: dict[str, list[dict]]) -> str:
+    """The markdown tables: recall per condition, then totals and times per detector."""
+    framings = sum(r["set"] == "framings" for r in next(iter(results.values())))
+    lines = [f"{framings} framings, IoU >= {FOUND_IOU} counts as found", ""]
     for key in ("canvas", "face", "placement", "rotation", "flip", "lighting"):
         lines += recall_table(results, key) + [""]
     lines += ["| detector | framings recall | framings false positives | LFW faces found | LFW non-face "
@@ -128,7 +117,27 @@ def main() -> None:
             f"{sum(r['false_positives'] > 0 for r in lfw_other)}/{len(lfw_other)} | "
             + " | ".join(f"{t:.3f}" for t in times.values()) + " |"
         )
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", choices=("full", "sample"), default="full")
+    parser.add_argument("--json", type=Path, default=None, help="write every case's record here")
+    parser.add_argument("--from-json", type=Path, default=None, help="print the tables of a saved run")
+    args = parser.parse_args()
+    if args.from_json:
+        print(summarise(json.loads(args.from_json.read_text())))
+        return
+    torch.set_num_threads(1)
+    grid = full_grid() if args.grid == "full" else sample_grid()
+
+    results = {}
+    for name, detector in DETECTORS.items():
+        detector(np.zeros((64, 64, 3), np.uint8))  # load weights / cascade outside the timing
+        # Rendered again for each detector: a full grid of 1920 px images does not fit in memory.
+        results[name] = evaluate(itertools.chain(framing_cases(grid), lfw_labelled()), detector)
+    print(summarise(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
