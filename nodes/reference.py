@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 from emo.faces.boxes import FaceNotFoundError, region_from_mask
-from emo.faces.haar import detect_face_box
 from emo.faces.region import face_region_mask
-from emo.runtime.reference import crop_mask, face_region_in_crop, prepare_portrait
+from emo.runtime.reference import crop_mask, detect_face_box, face_region_in_crop, prepare_portrait
 
 from .model import EMOModelHandle
 

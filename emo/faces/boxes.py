@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
 
-MASK_HINT = "pass a face mask instead (mask=... / --mask / the FaceRegionMask node's mask input)"
+MASK_HINT = "pass a face mask instead (mask=... / --mask / the EMO Face Region Mask node's mask input)"
 
 
 class FaceNotFoundError(ValueError):

@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 import torch
 
-from emo.faces.mtcnn import PNET_WINDOW, CascadeSettings, load_mtcnn
-from emo.image import as_image
+from ..image import as_image
+from .boxes import MASK_HINT, FaceNotFoundError
+from .mtcnn import PNET_WINDOW, CascadeSettings, load_mtcnn
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,7 @@ RETRY_GAMMA = 1.8
 _DARKEN = np.clip(((np.arange(256) / 255.0) ** RETRY_GAMMA) * 255.0, 0, 255).round().astype(np.uint8)
 LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth corner", "right mouth corner")
 
-MASK_HINT = "pass a face mask instead (mask=... / --mask / the FaceRegionMask node's mask input)"
-
 Box = tuple[float, float, float, float]
-
-
-class FaceNotFoundError(ValueError):
-    """No face was detected where one was needed. Passing a face mask avoids detection."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 
 from ..image import as_image
 from .boxes import box_mask, expand_box, region_from_mask
-from .haar import detect_face_box
+from .detect import largest_face
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,6 @@ def face_region_mask(image: torch.Tensor, expand_ratio: float = 0.2, mask: torch
     height, width = image.shape[:2]
     if mask is not None:
         return region_from_mask(mask, height, width)
-    box = expand_box(detect_face_box(image), expand_ratio, width, height)
+    box = expand_box(largest_face(image).pixel_box(width, height), expand_ratio, width, height)
     logger.info("face_region_mask: face region %s in a %dx%d image", box, width, height)
     return box_mask(box, height, width)

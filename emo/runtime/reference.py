@@ -15,12 +15,20 @@ import torch
 import torch.nn.functional as F
 
 from ..faces.boxes import box_mask, grow_box, region_from_mask
-from ..faces.haar import detect_face_box
+from ..faces.detect import largest_face
 from ..image import as_image, prepare_reference
 
 logger = logging.getLogger(__name__)
 
 FACE_REGION_EXPANSION = 0.2  # the detected face box grown by this per side: room for head motion
+
+
+def detect_face_box(image: torch.Tensor) -> tuple[int, int, int, int]:
+    """The largest face of a source photo (the default detector, emo.faces.detect), as an
+    integer pixel box (x0, y0, x1, y1) rounded outwards and clipped to the image. Raises
+    FaceNotFoundError (a ValueError) when there is none."""
+    height, width = image.shape[:2]
+    return largest_face(image).pixel_box(width, height)
 
 
 @dataclass
