@@ -8,15 +8,14 @@ The data path (EchoMimic `Audio2Feature.audio2feat` + `feature2chunks`, antgroup
       --feature_chunks-->    [n_chunks, 10 (L+1), D]   one token set per video frame
 
 Time conventions: mel frame m is centred on sample 160 m (`center=True`); encoder frame j covers
-mel frames 2j and 2j+1, so it sits at j / 50 s. Video frame i takes the encoder frames around
-c = int(i * 50 / fps): c-4 ... c+5 (EchoMimic's `audio_feat_length=[2, 2]`: 2 video frames of 2
-encoder frames each side, the right side inclusive), clamped to the clip. The window is 4 frames
-(80 ms) before and 5 (100 ms) after c; it is not centred on the video frame's middle.
+mel frames 2j and 2j+1, so it sits at j / 50 s. Video frame i takes the 10 encoder frames
+c-4 ... c+5 around c = int(i * 50 / fps), clamped to the clip (EchoMimic's
+`audio_feat_length=[2, 2]` gives range(c - 4, c + 6)): 80 ms before c and 100 ms after it.
 
 Frame count. EchoMimic makes chunks for i = 0, 1, ... until the first i with int(i*50/fps) > n,
 so it has n_chunks >= ceil(duration * fps) + 1 chunks (see `chunk_indices`), and renders
-F = min(L, n_chunks) frames, one or two more than the audio lasts; the video is then muxed with the
-audio and those frames show the clamped last features. Our library's convention is
+F = min(L, n_chunks) frames: 1 to 3 more than the audio needs (1 or 2 up to 30 fps). It then muxes
+the audio in, and those extra frames show the clamped last features. Our library's convention is
 `emo.audio.frame_count` = ceil(duration * fps), the frames needed to cover the audio. Chunk i is
 the same for video frame i either way, so `encode_echomimic_audio(..., frames="audio")` (the
 default, for a video of the audio's length) returns exactly EchoMimic's first ceil(duration * fps)
@@ -53,13 +52,41 @@ _STFT_BLOCK = 3000  # mel frames computed per STFT call: bounds the complex spec
 ProgressCallback = Callable[[int, int], None]
 
 
+def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (Auditory Toolbox): linear, 200/3 Hz per mel, up to 1 kHz (15 mel), then
+    logarithmic with 27 mel per factor 6.4."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    logarithmic = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, logarithmic, linear)
+
+
+def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), (200.0 / 3) * mel)
+
+
 @lru_cache(maxsize=None)
 def mel_filterbank() -> torch.Tensor:
-    """Whisper's 80-band mel filterbank `[80, 201]`: librosa's slaney mel with slaney area
-    normalisation (htk=False, norm='slaney'), which is what openai's `mel_filters.npz` stores."""
-    from librosa.filters import mel  # librosa's first import is slow; only needed here
+    """Whisper's 80-band mel filterbank `[80, 201]` (float32).
 
-    return torch.from_numpy(mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS))  # float32
+    openai ships it precomputed (`mel_filters.npz`, made with librosa's default mel filters: Slaney
+    mel scale, htk=False, norm='slaney'); it is computed here instead, with the same arithmetic, so
+    that no audio library is needed at run time: triangles between 82 mel-spaced edges from 0 to
+    8 kHz over the 201 STFT bin frequencies, each scaled by 2 / (its width in Hz) for equal area.
+    """
+    bins = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)  # bin centre frequencies, Hz
+    edges = _slaney_mel_to_hz(np.linspace(_hz_to_slaney_mel(0.0), _hz_to_slaney_mel(SAMPLE_RATE / 2), N_MELS + 2))
+    widths = np.diff(edges)
+    distance = edges[:, None] - bins[None, :]  # (82, 201)
+    weights = np.zeros((N_MELS, bins.shape[0]), dtype=np.float32)
+    for i in range(N_MELS):
+        rising = -distance[i] / widths[i]
+        falling = distance[i + 2] / widths[i + 1]
+        weights[i] = np.maximum(0.0, np.minimum(rising, falling))
+    # the rows are rounded to float32 before the area scaling, as in the shipped table
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return torch.from_numpy(weights)
 
 
 def _mono_16k(waveform: Union[torch.Tensor, np.ndarray], operation: str) -> torch.Tensor:
@@ -236,7 +263,7 @@ def encode_echomimic_audio(encoder: WhisperEncoder, waveform_16k: Union[torch.Te
         fps: video frame rate (EchoMimic's default is 24).
         max_frames: cap on F (EchoMimic's `-L`, 1200 by default); None for no cap.
         frames: "audio" -> F = ceil(duration * fps) (`emo.audio.frame_count`, a video as long as
-            the audio); "echomimic" -> F = n_chunks, EchoMimic's own count (1-2 frames longer).
+            the audio); "echomimic" -> F = n_chunks, EchoMimic's own count (1-3 frames longer).
             Chunk i is the same under both rules.
     """
     if frames not in FRAME_RULES:

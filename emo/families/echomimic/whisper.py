@@ -182,7 +182,8 @@ class WhisperEncoder(nn.Module):
         return model.eval()
 
 
-def check_checkpoint(checkpoint: object, source: str = "whisper checkpoint") -> tuple[WhisperDims, dict[str, torch.Tensor]]:
+def check_checkpoint(checkpoint: object,
+                     source: str = "whisper checkpoint") -> tuple[WhisperDims, dict[str, torch.Tensor]]:
     """Validate an openai-format whisper checkpoint for EchoMimic without building the model:
     returns its encoder dims and encoder tensors (keys without `encoder.`), or raises one
     ValueError naming the problem (not that format, wrong dimensions, missing/unexpected keys)."""
@@ -238,7 +239,8 @@ def _check_dims_match_weights(dims: WhisperDims, state: Mapping[str, torch.Tenso
     found["n_audio_layer"] = max(blocks) + 1 if blocks else 0
     differ = {name: (getattr(dims, name), value) for name, value in found.items() if getattr(dims, name) != value}
     if differ:
-        detail = ", ".join(f"{name} {said} in dims but {value} in the weights" for name, (said, value) in differ.items())
+        detail = ", ".join(f"{name} {said} in dims but {value} in the weights"
+                           for name, (said, value) in differ.items())
         raise ValueError(f"{source}: wrong whisper dimensions: {detail}. The checkpoint's dims "
                          f"({dims.describe()}) do not describe its weights; the file is damaged or was re-packed "
                          "wrongly. Use EchoMimic's audio_processor/whisper_tiny.pt.")

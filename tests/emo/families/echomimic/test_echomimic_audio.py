@@ -172,6 +172,16 @@ def test_echomimic_has_a_chunk_for_every_video_frame_of_the_audio(fps):
         assert frame_count(samples, 16000, fps) + 1 <= n_chunks <= frame_count(samples, 16000, fps) + 3, (samples, fps)
 
 
+def test_echomimic_mel_filterbank_is_librosas_slaney_table():
+    # openai's mel_filters.npz is librosa.filters.mel(sr=16000, n_fft=400, n_mels=80); ours is
+    # computed without librosa (not a runtime dependency) and must be the same table, bit for bit
+    librosa_filters = pytest.importorskip("librosa.filters")
+    expected = librosa_filters.mel(sr=16000, n_fft=400, n_mels=80)
+    got = echo_audio.mel_filterbank()
+    assert got.dtype == torch.float32 and got.shape == (80, 201)
+    assert torch.equal(got, torch.from_numpy(expected))
+
+
 def test_echomimic_audio_rejects_bad_input():
     encoder = tiny_encoder()
     with pytest.raises(ValueError, match="at least 320 samples"):
