@@ -10,11 +10,9 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL
 from torch import nn
-from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from .config import EMOConfig
 from .families import ModelFamily, family_of
-from .models.audio_projection import AudioProjection
 from .models.face_locator import FaceLocator
 from .models.speed import SpeedEncoder
 from .models.unet import Backbone, ReferenceNet
@@ -32,15 +30,15 @@ class EMOModel(nn.Module):
         family.options(config)  # parse and check the family's options now, not mid-generation
         unet = config.unet
         speed_dim = config.speed.embed_dim if config.speed is not None else None
-        self.reference_net = ReferenceNet(unet, family.reference_options(config))
+        self.reference_net = ReferenceNet(family.reference_unet_config(config), family.reference_options(config))
         self.backbone = Backbone(unet, config.temporal, speed_dim, family.backbone_options(config))
         self.face_locator = FaceLocator(config.face_locator, out_channels=unet.block_out_channels[0])
-        self.audio_projection = AudioProjection(config.audio, context_dim=family.audio_token_dim(config))
+        self.audio_projection = family.audio_projection(config)
         for name, module in family.extra_modules(config).items():
             self.add_module(name, module)
         self.speed_encoder = SpeedEncoder(config.speed) if config.speed is not None else None
         self.vae = AutoencoderKL(**config.vae)
-        self.audio_encoder = Wav2Vec2Model(Wav2Vec2Config(**config.audio.wav2vec2))
+        self.audio_encoder = family.audio_encoder(config)
 
     @classmethod
     def from_preset(cls, name: str, *, seed: int | None = None, device="cpu") -> "EMOModel":

@@ -259,10 +259,10 @@ class EMOPipeline:
                      progress=None) -> "audio_lib.AudioFeatures":
         """waveform: (T), (C, T) or (B, C, T) at any rate -> per-frame wav2vec2 features."""
         fps = self.config.defaults.fps if fps is None else fps
-        with self._running(self.model.audio_encoder) as encoder:
-            return audio_lib.encode_audio(encoder, waveform, sample_rate, fps,
-                                          start_seconds=start_seconds, duration_seconds=duration_seconds,
-                                          progress=progress)
+        with self._running(self.model.audio_encoder):
+            return self.model.family.encode_audio(self.model, waveform, sample_rate, fps,
+                                                  start_seconds=start_seconds, duration_seconds=duration_seconds,
+                                                  progress=progress)
 
     # ---- 2. reference and face mask -------------------------------------------------------
     def _reference_pixels(self, image: torch.Tensor, size: int) -> torch.Tensor:
@@ -373,8 +373,7 @@ class EMOPipeline:
             def run_reference(images=images):
                 with self._running(model.reference_net) as reference_net:
                     return reference_net(images, context=video.reference_context)
-            windows = audio_lib.window(audio.features, frame_ids, model.config.audio.window_radius)
-            tokens = model.audio_projection(windows[None].to(device, dtype))  # (1, f, K, D)
+            tokens = family.clip_tokens(model, audio, frame_ids)  # (1, f, K, D)
             clip_speeds = speeds[frame_ids]
             speed_embedding = None
             if model.speed_encoder is not None:

@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from .. import audio as audio_lib
+from ..config import UNetConfig
+from ..models.audio_projection import AudioProjection
 from ..models.unet import BackboneOptions, ReferenceOptions
 
 if TYPE_CHECKING:
@@ -75,6 +80,10 @@ class ModelFamily:
     def reference_options(self, config: "EMOConfig") -> ReferenceOptions:
         return ReferenceOptions()
 
+    def reference_unet_config(self, config: "EMOConfig") -> UNetConfig:
+        """The ReferenceNet's UNet config (default: the backbone's)."""
+        return config.unet
+
     def backbone_options(self, config: "EMOConfig") -> BackboneOptions:
         return BackboneOptions()
 
@@ -85,6 +94,36 @@ class ModelFamily:
     def extra_modules(self, config: "EMOConfig") -> dict[str, nn.Module]:
         """Networks of this family beyond the shared ones, by state-dict prefix."""
         return {}
+
+    def audio_encoder(self, config: "EMOConfig") -> nn.Module:
+        """The pretrained speech encoder (`audio_encoder.*`): wav2vec2 by default."""
+        return Wav2Vec2Model(Wav2Vec2Config(**config.audio.wav2vec2))
+
+    def audio_projection(self, config: "EMOConfig") -> nn.Module | None:
+        """Encoder features of a frame window -> audio tokens (`audio_projection.*`), or None
+        when the encoder's features are the tokens."""
+        return AudioProjection(config.audio, context_dim=self.audio_token_dim(config))
+
+    # ---- audio ----------------------------------------------------------------------------------
+    def encode_audio(self, model: "EMOModel", waveform: torch.Tensor, sample_rate: int, fps: float, *,
+                     start_seconds: float = 0.0, duration_seconds: float | None = None,
+                     progress=None) -> audio_lib.AudioFeatures:
+        """Any waveform -> the family's per-video-frame audio features (default: wav2vec2 hidden
+        states of all layers, interpolated at the video frames)."""
+        return audio_lib.encode_audio(model.audio_encoder, waveform, sample_rate, fps, start_seconds=start_seconds,
+                                      duration_seconds=duration_seconds, progress=progress)
+
+    def clip_tokens(self, model: "EMOModel", audio: audio_lib.AudioFeatures, frame_ids: torch.Tensor
+                    ) -> torch.Tensor:
+        """The audio tokens of the video frames `frame_ids`: (1, f, K, D) on the model's device
+        (default: each frame's ±m window of features through the audio projection)."""
+        windows = audio_lib.window(audio.features, frame_ids, model.config.audio.window_radius)
+        return model.audio_projection(windows[None].to(model.device, model.dtype))
+
+    def clip_schedule(self, config: "EMOConfig"):
+        """How the video is cut: None for clips chained through motion frames (the paper), or
+        an `emo.pipeline.ContextWindows` for the whole video denoised in sliding windows."""
+        return None
 
     # ---- inference ---------------------------------------------------------------------------------
     def first_motion_latents(self, config: "EMOConfig", ref_latent: torch.Tensor, n: int) -> torch.Tensor:
