@@ -10,6 +10,7 @@ from .reference import EMOFaceRegionMask, EMOLoadReference
 from .sample_to_video import EMOSampleToVideo
 from .sampler import EMOSampler
 from .speed import EMOSpeedControl
+from .vocals import EMOSeparateVocals
 from .video import EMOVideoCombine
 
 comfy_services.register_model_folder()
@@ -21,6 +22,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOComponentLoader": EMOComponentLoader,
     "EMOHalloLoader": EMOHalloLoader,
     "EMOLoadReference": EMOLoadReference,
+    "EMOSeparateVocals": EMOSeparateVocals,
     "EMOAudioEncode": EMOAudioEncode,
     "EMOFaceRegionMask": EMOFaceRegionMask,
     "EMOSpeedControl": EMOSpeedControl,
@@ -34,6 +36,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOComponentLoader": "EMO Build From SD1.5 Parts",
     "EMOHalloLoader": "EMO Load Hallo",
     "EMOLoadReference": "EMO Load Reference",
+    "EMOSeparateVocals": "EMO Separate Vocals",
     "EMOAudioEncode": "EMO Audio Encode",
     "EMOFaceRegionMask": "EMO Face Region Mask",
     "EMOSpeedControl": "EMO Speed Control",

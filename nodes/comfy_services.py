@@ -7,8 +7,9 @@ browser). Outside ComfyUI (tests, scripts) every function has a plain fallback:
 
 - model files: EMO checkpoints from the folders set with `set_models_dir()` or the
   `EMO_MODELS_DIR` environment variable (os.pathsep-separated); other kinds ('checkpoints',
-  'vae', 'audio_encoders', 'hallo', ...) from `set_model_folders(kind, ...)`, else
-  `models/<kind>` under the working directory;
+  'vae', 'audio_encoders', 'hallo', 'audio_separator', ...) from `set_model_folders(kind, ...)`,
+  else `models/<kind>` under the working directory (and `models/hallo/audio_separator` for
+  'audio_separator');
 - output/temp folders: `set_output_directories()` or `EMO_OUTPUT_DIR` / `EMO_TEMP_DIR`;
 - device: CUDA, then MPS, then CPU;
 - progress: a no-op bar that remembers its last value (tests read it); latent previews on;
@@ -42,12 +43,20 @@ logger = logging.getLogger(__name__)
 
 MODEL_FOLDER = "emo"  # ComfyUI/models/emo, also a key for extra_model_paths.yaml
 HALLO_FOLDER = "hallo"  # ComfyUI/models/hallo: Hallo's net.pth, for EMO Load Hallo
+# ComfyUI/models/audio_separator: Kim_Vocal_2.onnx (Hallo's pretrained_models/audio_separator/),
+# for EMO Separate Vocals. Also listed from models/hallo/audio_separator, where a whole Hallo
+# pretrained_models folder copied into models/hallo puts it (and ComfyUI_Hallo2 asks for it).
+AUDIO_SEPARATOR_FOLDER = "audio_separator"
+ONNX_EXTENSIONS = {".onnx"}
 CHECKPOINT_EXTENSIONS = {".safetensors"}
 # What emo.weights reads: safetensors and PyTorch pickles (recognised by content, not name).
 WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin"}
 # The folders this pack registers with ComfyUI, and the files listed from them. Other kinds
 # (checkpoints, vae, audio_encoders, animatediff_models) belong to ComfyUI or other packs.
-OWN_FOLDERS = {MODEL_FOLDER: CHECKPOINT_EXTENSIONS, HALLO_FOLDER: WEIGHT_EXTENSIONS}
+OWN_FOLDERS = {MODEL_FOLDER: CHECKPOINT_EXTENSIONS, HALLO_FOLDER: WEIGHT_EXTENSIONS,
+               AUDIO_SEPARATOR_FOLDER: ONNX_EXTENSIONS}
+# More default folders of a kind, under the models folder, after models/<kind> itself.
+EXTRA_DEFAULT_FOLDERS = {AUDIO_SEPARATOR_FOLDER: (f"{HALLO_FOLDER}/{AUDIO_SEPARATOR_FOLDER}",)}
 # Checkpoints shipped with the pack (emo/assets: the demo model for synthetic faces), listed after
 # the user's own EMO checkpoints; a user's file of the same name comes first.
 BUNDLED_FOLDER = ASSETS_DIR
@@ -121,8 +130,13 @@ def set_models_dir(*folders: str | os.PathLike) -> None:
     set_model_folders(MODEL_FOLDER, *folders)
 
 
+def _default_folders(root: Path, kind: str) -> list[Path]:
+    return [root / kind] + [root / extra for extra in EXTRA_DEFAULT_FOLDERS.get(kind, ())]
+
+
 def register_model_folder() -> None:
-    """Make ComfyUI list `models/emo` and `models/hallo` (and any `emo:` / `hallo:` paths from
+    """Make ComfyUI list `models/emo`, `models/hallo` and `models/audio_separator` (plus
+    `models/hallo/audio_separator`; and any `emo:` / `hallo:` / `audio_separator:` paths from
     extra_model_paths.yaml), and the pack's bundled checkpoints (BUNDLED_FOLDER) last under `emo`.
 
     ComfyUI reads extra_model_paths.yaml before it imports custom nodes; an entry there creates
@@ -133,14 +147,14 @@ def register_model_folder() -> None:
     if folder_paths is None:
         return
     for kind, wanted in OWN_FOLDERS.items():
-        default = os.path.join(folder_paths.models_dir, kind)
+        defaults = [str(p) for p in _default_folders(Path(folder_paths.models_dir), kind)]
         known = folder_paths.folder_names_and_paths.get(kind)
         if known is None:
-            folder_paths.folder_names_and_paths[kind] = ([default], set(wanted))
+            folder_paths.folder_names_and_paths[kind] = (defaults, set(wanted))
             continue
         paths, extensions = known
-        if default not in paths:
-            paths.insert(0, default)
+        for position, default in enumerate(d for d in defaults if d not in paths):
+            paths.insert(position, default)
         folder_paths.folder_names_and_paths[kind] = (paths, set(extensions) | wanted)
     emo_paths = folder_paths.folder_names_and_paths[MODEL_FOLDER][0]
     if str(BUNDLED_FOLDER) not in emo_paths:
@@ -166,7 +180,7 @@ def model_folders(kind: str = MODEL_FOLDER) -> list[Path]:
     env = os.environ.get("EMO_MODELS_DIR") if kind == MODEL_FOLDER else None
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    return [Path.cwd() / "models" / kind]
+    return _default_folders(Path.cwd() / "models", kind)
 
 
 def _files_in(folders: list[Path]) -> list[str]:
