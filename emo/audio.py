@@ -167,7 +167,7 @@ def _audio_frame_to_float32(frame) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def _as_channels_first(waveform: torch.Tensor, operation: str) -> torch.Tensor:
+def as_channels_first(waveform: torch.Tensor, operation: str) -> torch.Tensor:
     """Bring ``[T]``, ``[C, T]`` or ComfyUI's ``[B, C, T]`` to ``[C, T]`` (batch item 0)."""
     if not isinstance(waveform, torch.Tensor):
         raise ValueError(
@@ -204,7 +204,7 @@ def to_mono(waveform: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[T]``, float (float32 for integer input), on the input's device.
     """
-    channels_first = _as_channels_first(waveform, "to_mono")
+    channels_first = as_channels_first(waveform, "to_mono")
     if not channels_first.is_floating_point():
         channels_first = channels_first.float()
     return channels_first.mean(dim=0)
@@ -800,7 +800,7 @@ def encode_audio(
         raise ValueError(
             f"encode_audio: sample_rate must be a positive integer number of Hz, got {sample_rate!r}"
         )
-    channels_first = _as_channels_first(waveform, "encode_audio")
+    channels_first = as_channels_first(waveform, "encode_audio")
     if channels_first.shape[-1] == 0:
         raise ValueError("encode_audio: the audio is empty (0 samples); give a clip with at least some sound")
 

@@ -38,6 +38,7 @@ from .config import InferenceDefaults
 from .model import EMOModel
 from .models import ReferenceFeatures
 from .schedulers import make_scheduler
+from .windows import ContextWindows, context_windows
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class GenerationSettings:
 
 @dataclass
 class Progress:
+    """Where a generation is. Clip-chained sampling: `clip` of `num_clips`, `step` of
+    `num_steps` within it. Windowed sampling (the whole video at once): `clip` counts denoising
+    steps and `step` the windows of that step. `done` of `total` counts work units either way."""
+
     clip: int  # 0-based clip index
     num_clips: int
     step: int  # steps finished in this clip (1..num_steps)
@@ -105,8 +110,16 @@ class Progress:
     denoised: torch.Tensor | None = None
 
     @property
+    def done(self) -> int:
+        return self.clip * self.num_steps + self.step
+
+    @property
+    def total(self) -> int:
+        return self.num_clips * self.num_steps
+
+    @property
     def fraction(self) -> float:
-        return ((self.clip * self.num_steps) + self.step) / (self.num_clips * self.num_steps)
+        return self.done / self.total
 
 
 @dataclass
@@ -120,6 +133,14 @@ class GenerationResult:
 
 def num_clips(num_frames: int, frames_per_clip: int) -> int:
     return math.ceil(num_frames / frames_per_clip)
+
+
+def progress_total(model: EMOModel, num_frames: int, settings: "GenerationSettings") -> int:
+    """The work units of one generation (resolved settings): what Progress.total will be."""
+    schedule = model.family.clip_schedule(model.config)
+    if schedule is None:
+        return num_clips(num_frames, settings.frames_per_clip) * settings.steps
+    return len(context_windows(num_frames, settings.frames_per_clip, settings.motion_frames, schedule)) * settings.steps
 
 
 @dataclass
@@ -337,7 +358,8 @@ class EMOPipeline:
                 f"EMOPipeline: the audio was encoded at {audio.fps} fps but settings ask for "
                 f"{s.fps} fps; encode the audio at the video's frame rate."
             )
-        multiple = model.config.latent_scale * model.backbone.min_latent_multiple
+        # Any whole number of latent cells works: each up level resizes to its skip's size.
+        multiple = model.config.latent_scale
         if s.size % multiple:
             raise ValueError(f"EMOPipeline: size {s.size} must be a multiple of {multiple} for this model.")
         speed = model.config.defaults.speed if speed is None else speed
@@ -355,8 +377,14 @@ class EMOPipeline:
         scheduler = make_scheduler(s.scheduler, model.config.scheduler)
         use_cfg = s.guidance_scale > 1.0
         rows = (False, True) if use_cfg else None  # guidance rows [uncond, cond]
-        video = family.video_conditioning(model, mask=mask, face_embedding=face_embedding, motion_frames=n,
-                                          region_scales=s.region_scales, use_cfg=use_cfg, latent_hw=(h, w))
+        schedule = family.clip_schedule(model.config)
+        video = family.video_conditioning(model, mask=mask, face_embedding=face_embedding,
+                                          motion_frames=0 if schedule else n, region_scales=s.region_scales,
+                                          use_cfg=use_cfg, latent_hw=(h, w))
+        if schedule is not None:
+            yield from self._windowed(schedule, s, audio, ref_latent, video, rows, generator, scheduler, callback,
+                                      should_cancel)
+            return
 
         motion_latents = family.first_motion_latents(model.config, ref_latent, n)
         if motion_images is not None and n > 0:
@@ -399,6 +427,74 @@ class EMOPipeline:
                 motion_latents = _last(torch.cat([motion_latents, recent], dim=1), n, dim=1)
                 motion_speeds = _last(torch.cat([motion_speeds, clip_speeds]), n, dim=0)
             yield frames
+
+    def _windowed(self, schedule: ContextWindows, s: GenerationSettings, audio, ref_latent, video, rows,
+                  generator, scheduler, callback, should_cancel) -> Iterator[torch.Tensor]:
+        """Windowed sampling: every frame's latents at once, denoised step by step in overlapping
+        windows whose predictions are averaged per frame; then decoded in chunks. The
+        ReferenceNet runs once, on the reference alone."""
+        model, device = self.model, self.device
+        total, f, overlap = audio.num_frames, s.frames_per_clip, s.motion_frames
+        if overlap >= f:
+            raise ValueError(f"EMOPipeline: the windows' overlap ({overlap} frames) must be smaller than the window "
+                             f"({f} frames).")
+        h, w = ref_latent.shape[-2:]
+        no_motion = ref_latent.new_zeros(1, 0, *ref_latent.shape[1:])
+        with self._running(model.reference_net) as reference_net:
+            reference = reference_net(video.reference_images(ref_latent, no_motion), context=video.reference_context)
+        scheduler.set_timesteps(s.steps, device=device)
+        latents = torch.randn((1, 4, total, h, w), generator=generator, dtype=torch.float32)
+        if schedule.noise_clamp is not None:
+            latents = latents.clamp(-schedule.noise_clamp, schedule.noise_clamp)
+        latents = (latents * scheduler.init_noise_sigma).to(device)
+        step_kwargs = {"eta": s.eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
+        with self._running(model.backbone):
+            for i, t in enumerate(scheduler.timesteps):
+                guided = self.window_prediction(schedule, s, scheduler, latents, t, i, reference, video, rows, audio,
+                                                callback, should_cancel)["guided"]
+                latents = scheduler.step(guided, t, latents, **step_kwargs).prev_sample
+        for start in range(0, total, s.decode_chunk_size):
+            yield self.decode(latents[:, :, start:start + s.decode_chunk_size], s.decode_chunk_size)
+
+    def window_prediction(self, schedule: ContextWindows, s: GenerationSettings, scheduler, latents, t,
+                          step_index: int, reference, video, rows, audio, callback=None, should_cancel=None) -> dict:
+        """One step of windowed sampling: every window's prediction at timestep t (step
+        `step_index`), summed per frame. Returns {"sum": (R, 4, F, h, w), "counter": (F,),
+        "prediction": the per-frame result before guidance, "guided": what the scheduler gets}."""
+        model, device, dtype = self.model, self.device, self.dtype
+        total, f, overlap = latents.shape[2], s.frames_per_clip, s.motion_frames
+        windows = context_windows(total, f, overlap, schedule, step=step_index)
+        batched = s.batch_guidance or video.batched_guidance_only
+        prediction_sum = torch.zeros((2 if rows else 1, *latents.shape[1:]), device=device)
+        counter = torch.zeros(total, device=device)
+        alpha = scheduler.alphas_cumprod.to(device)[int(t)]
+        for k, window in enumerate(windows):
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled(f"generation cancelled at step {step_index + 1}/{s.steps}")
+            index = torch.tensor(window, device=device)
+            tokens = model.family.clip_tokens(model, audio, torch.tensor(window))
+            if rows:
+                tokens = torch.cat([torch.zeros_like(tokens), tokens])  # the unconditional row hears nothing
+            conditions = dict(reference=reference, reference_rows=rows, speed=None, face_features=video.face_features,
+                              context=video.context_of(tokens), audio=video.audio_of(tokens))
+            x = scheduler.scale_model_input(latents[:, :, index], t).to(dtype)
+            prediction = self._predict(x, t, conditions, batched)
+            if schedule.velocity_round_trip:  # to x0 and back, as the peer's accelerated pipeline does
+                x0 = alpha.sqrt() * x.float() - (1 - alpha).sqrt() * prediction
+                prediction = (x0 - alpha.sqrt() * x.float()) / -(1 - alpha).sqrt()
+            prediction_sum.index_add_(2, index, prediction)
+            counter.index_add_(0, index, torch.ones(len(window), device=device))
+            if callback is not None:
+                callback(Progress(clip=step_index, num_clips=s.steps, step=k + 1, num_steps=len(windows),
+                                  latents=latents))
+        mean = prediction_sum / counter.view(1, 1, -1, 1, 1)
+        if rows:
+            uncond, cond = mean.chunk(2)
+            guided = uncond + s.guidance_scale * (cond - uncond)
+        else:
+            guided = mean if schedule.mean_without_guidance else prediction_sum
+        return {"sum": prediction_sum, "counter": counter,
+                "prediction": mean if rows or schedule.mean_without_guidance else prediction_sum, "guided": guided}
 
     def _denoise(self, scheduler, s: GenerationSettings, generator, shape, conditions: dict, clip: int,
                  clips: int, callback, should_cancel, rerun_reference=None, batched: bool = True) -> torch.Tensor:

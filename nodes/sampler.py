@@ -10,7 +10,7 @@ import torch
 from emo.audio import AudioFeatures
 from emo.faces.boxes import FaceNotFoundError
 from emo.image import to_pil
-from emo.pipeline import GenerationSettings, num_clips
+from emo.pipeline import GenerationSettings, num_clips, progress_total
 from emo.runtime.reference import crop_mask
 from emo.schedulers import SCHEDULERS
 
@@ -120,7 +120,7 @@ class SamplingRun:
         previews and Cancel; exactly `total` frames in all."""
         resolved, node = self.resolved, self.node
         steps, clips = resolved.steps, self.info["clips"]
-        progress = services.Progress(clips * steps)
+        progress = services.Progress(progress_total(self.model.model, self.total, resolved))
         previews = services.latent_previews_enabled()
 
         def on_step(p) -> None:
@@ -128,7 +128,7 @@ class SamplingRun:
             # each finished clip below: its last decoded frame.
             shown = p.denoised if p.denoised is not None else p.latents  # clean estimate looks like the result
             preview = latent_preview(shown) if previews and shown is not None else None
-            progress.update_absolute(p.clip * p.num_steps + p.step, preview_image=preview)
+            progress.update_absolute(p.done, preview_image=preview)
 
         def should_cancel() -> bool:
             services.check_interrupted()  # raises ComfyUI's own interrupt inside ComfyUI
@@ -137,12 +137,12 @@ class SamplingRun:
         done = 0
         with self.model.loaded(self.reference.size, resolved.frames_per_clip) as pipeline:
             try:
-                for clip, chunk in enumerate(pipeline.iter_clips(
+                for chunk in pipeline.iter_clips(
                         self.reference.image, self.audio_features, face_mask=self.mask,
                         speed=self.speed.for_pipeline() if self.speed is not None else None, settings=self.settings,
-                        callback=on_step, should_cancel=should_cancel)):
+                        callback=on_step, should_cancel=should_cancel):
                     done += chunk.shape[0]
-                    progress.update_absolute((clip + 1) * steps, preview_image=to_pil(chunk[-1]))
+                    progress.update_absolute(progress.current, preview_image=to_pil(chunk[-1]))
                     yield chunk
             except FaceNotFoundError as error:
                 raise ValueError(

@@ -9,10 +9,11 @@ conversion, and its defaults. The shared blocks (`emo.models`) and the sampling 
 from __future__ import annotations
 
 from .base import ModelFamily, VideoConditioning
+from .echomimic.family import EchoMimicFamily
 from .emo import EMOFamily
 from .hallo.family import HalloFamily
 
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (EMOFamily(), HalloFamily())}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (EMOFamily(), HalloFamily(), EchoMimicFamily())}
 
 
 def family_of(config) -> ModelFamily:

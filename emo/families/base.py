@@ -122,7 +122,7 @@ class ModelFamily:
 
     def clip_schedule(self, config: "EMOConfig"):
         """How the video is cut: None for clips chained through motion frames (the paper), or
-        an `emo.pipeline.ContextWindows` for the whole video denoised in sliding windows."""
+        an `emo.windows.ContextWindows` for the whole video denoised in sliding windows."""
         return None
 
     # ---- inference ---------------------------------------------------------------------------------

@@ -312,7 +312,8 @@ class UNet(nn.Module):
 
     @property
     def min_latent_multiple(self) -> int:
-        """Latent height/width must be a multiple of this (one halving per down level)."""
+        """Latent sizes divisible by this halve evenly at every down level (others work too: each
+        up level resizes to its skip's size, as EchoMimic's sizes need)."""
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def _time_embedding(self, timestep, batch: int, repeat: int, dtype, device) -> torch.Tensor:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from .. import audio as audio_lib
 from .. import image as image_lib
 from ..checkpoints import DEMO_CHECKPOINT
-from ..pipeline import EMOPipeline, GenerationSettings, num_clips
+from ..pipeline import EMOPipeline, GenerationSettings, progress_total
 from ..video import format_for_suffix, write_video
 from .devices import DEVICE_HELP, pick_dtype
 from .output import output_path
@@ -91,7 +91,7 @@ class PreparedJob:
 
     @property
     def total_steps(self) -> int:
-        return num_clips(self.num_frames, self.resolved.frames_per_clip) * self.resolved.steps
+        return progress_total(self.pipeline.model, self.num_frames, self.resolved)
 
     def summary(self) -> str:
         return (f"{self.num_frames} frames at {self.resolved.fps:g} fps, "

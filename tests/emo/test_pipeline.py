@@ -191,8 +191,8 @@ def test_bad_inputs_raise_clear_errors(pipe):
         pipe(torch.rand(64, 48, 3), audio, settings=SETTINGS, face_mask=box_mask(64))
     with pytest.raises(ValueError, match="encoded at 25.0 fps"):
         run(pipe, audio, settings=GenerationSettings(**{**SETTINGS.__dict__, "fps": 30.0}))
-    with pytest.raises(ValueError, match="multiple of 16"):
-        run(pipe, audio, settings=GenerationSettings(**{**SETTINGS.__dict__, "size": 72}))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        run(pipe, audio, settings=GenerationSettings(**{**SETTINGS.__dict__, "size": 68}))
     with pytest.raises(ValueError, match="steps must be >= 1"):
         run(pipe, audio, settings=GenerationSettings(**{**SETTINGS.__dict__, "steps": 0}))
     with pytest.raises(ValueError, match="unknown scheduler"):
@@ -240,3 +240,9 @@ def test_channels_last_gives_the_same_video(tiny_model):
     assert pipe.model.backbone.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     audio = features(3)
     assert torch.allclose(run(pipe, audio).frames, run(EMOPipeline(tiny_model), audio).frames, atol=1e-5)
+
+
+def test_sizes_that_do_not_halve_evenly_work(pipe):
+    """72 px is 9 latent cells: 9 -> 5 on the way down, each up level resizes to its skip."""
+    frames = run(pipe, features(4), settings=GenerationSettings(**{**SETTINGS.__dict__, "size": 72})).frames
+    assert frames.shape[1:] == (72, 72, 3) and torch.isfinite(frames).all()

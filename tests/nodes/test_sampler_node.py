@@ -137,9 +137,9 @@ def test_input_errors(inputs):
         run(inputs, scheduler="karras")
     with pytest.raises(ValueError, match="EMO Sampler: the speed input must come from EMO Speed Control"):
         run(inputs, speed=0.5)
-    odd = EMOReference(image=torch.zeros(40, 40, 3), info={})
-    with pytest.raises(ValueError, match="EMO Sampler: EMOPipeline: size 40 must be a multiple of"):
-        run(inputs, reference=odd, face_mask=torch.ones(1, 40, 40))
+    odd = EMOReference(image=torch.zeros(36, 36, 3), info={})
+    with pytest.raises(ValueError, match="EMO Sampler: EMOPipeline: size 36 must be a multiple of 8"):
+        run(inputs, reference=odd, face_mask=torch.ones(1, 36, 36))
     wrong_fps = AudioFeatures(features=inputs["audio_features"].features, fps=0.0,
                               waveform=torch.zeros(1, 10), sample_rate=16000)
     with pytest.raises(ValueError, match="EMO Sampler: EMOPipeline settings: fps must be > 0"):
