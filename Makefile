@@ -8,12 +8,12 @@ ASSETS := emo/assets
 
 .PHONY: demo demo-model test setup clean
 
-$(VENV)/.installed: requirements.txt requirements-test.txt .ci/constraints.txt
+$(VENV)/.installed: requirements.txt requirements-cli.txt requirements-test.txt .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on CPU machines.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c .ci/constraints.txt -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install -q -c .ci/constraints.txt -r requirements.txt -r requirements-cli.txt -r requirements-test.txt
 	touch $@
 
 setup: $(VENV)/.installed
@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 
 # Rebuild the demo model from nothing (synthetic data -> prepare -> stages vae, 1, 2, 3 -> evaluate).
 demo-model: $(VENV)/.installed
-	PYTHON=$(PY) examples/train_demo_model.sh
+	PYTHON=$(PY) scripts/train_demo_model.sh
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

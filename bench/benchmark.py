@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo.audio import AudioFeatures  # noqa: E402
-from emo.models import EMOModel  # noqa: E402
+from emo.model import EMOModel  # noqa: E402
 from emo.pipeline import EMOPipeline, GenerationSettings  # noqa: E402
 
 # Dense bf16 peak of known accelerators, TFLOP/s (vendor figures, no sparsity).

@@ -408,10 +408,19 @@ def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
         float32 ``[T]``: ``(x - mean) / sqrt(var + 1e-7)`` (population variance; the 1e-7 keeps
         silence finite, as in the reference feature extractor).
     """
-    samples = waveform.to(torch.float64)
-    mean = samples.mean()
-    variance = samples.var(unbiased=False)
-    return ((samples - mean) / torch.sqrt(variance + 1e-7)).to(torch.float32)
+    # In blocks: the statistics and the scaling are done in float64 (as one float64 pass would),
+    # but no float64 copy of a long clip is ever held (10 min at 16 kHz would be 77 MB each).
+    flat = waveform.reshape(-1)
+    mean = sum(flat[i:i + _BLOCK].to(torch.float64).sum() for i in range(0, flat.numel(), _BLOCK)) / flat.numel()
+    squares = sum(((flat[i:i + _BLOCK].to(torch.float64) - mean) ** 2).sum() for i in range(0, flat.numel(), _BLOCK))
+    scale = torch.sqrt(squares / flat.numel() + 1e-7)
+    out = torch.empty(flat.shape, dtype=torch.float32)
+    for i in range(0, flat.numel(), _BLOCK):
+        out[i:i + _BLOCK] = ((flat[i:i + _BLOCK].to(torch.float64) - mean) / scale).to(torch.float32)
+    return out.reshape(waveform.shape)
+
+
+_BLOCK = 1 << 20  # samples per block of normalize_waveform
 
 
 def wav2vec2_hidden_states(

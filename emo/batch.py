@@ -31,7 +31,24 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import VIDEO_FORMATS, add_job_options, add_runtime_options, output_file
+import torch
+
+from .checkpoints import DEMO_CHECKPOINT
+from .pipeline import GenerationCancelled
+from .runtime.devices import pick_device
+from .runtime.jobs import (
+    DEMO_NOTE,
+    VIDEO_SUFFIXES,
+    add_job_options,
+    add_runtime_options,
+    checkpoint_or_demo,
+    load_pipeline,
+    prepare_job,
+    read_job_inputs,
+    render_job,
+)
+from .runtime.output import output_path
+from .weights.files import existing_path
 
 REQUIRED_KEYS = ("image", "audio", "out")
 PATH_KEYS = ("image", "audio", "out", "checkpoint", "mask", "face_embedding")
@@ -148,10 +165,7 @@ def _from_folder(folder: Path, value: str) -> Path:
 def _check_files(options: argparse.Namespace) -> None:
     """The checks generate makes before loading a model: the output's suffix and folder, and
     that every input file is there."""
-    from .cli import checkpoint_or_demo
-    from .weights.files import existing_path
-
-    output_file(options.out, tuple(VIDEO_FORMATS), option="out")
+    output_path(options.out, VIDEO_SUFFIXES, option="out")
     checkpoint_or_demo(options.checkpoint)  # no checkpoint: the demo model must be there
     for key in INPUT_KEYS:
         value = getattr(options, key)
@@ -199,8 +213,6 @@ class Processes:
         """Tear the process group down before the interpreter exits: left to exit-time cleanup,
         gloo's threads can abort the process ("terminate called without an active exception")
         after all the work is done, and the launcher then reports the run as failed."""
-        import torch.distributed
-
         if self.state is not None and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -216,10 +228,6 @@ class Processes:
 def current_processes(device: str) -> Processes:
     """One plain process needs no accelerate state; under `accelerate launch` (WORLD_SIZE > 1)
     PartialState says which process this is and which device it owns."""
-    import torch
-
-    from .cli import pick_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Processes(index=0, count=1, device=pick_device(device))
@@ -245,8 +253,6 @@ class PipelineCache:
         self.pipeline = None
 
     def get(self, checkpoint: Path):
-        from .cli import load_pipeline
-
         path = Path(checkpoint).resolve()
         if path != self.path:
             self.path, self.pipeline = None, None  # free the old model before loading the next
@@ -257,15 +263,11 @@ class PipelineCache:
 
 
 def _free_device_memory(device) -> None:
-    import torch
-
     if getattr(device, "type", None) == "cuda":
         torch.cuda.empty_cache()
 
 
 def _checkpoint_of(job: Job) -> Path:
-    from .cli import checkpoint_or_demo
-
     return checkpoint_or_demo(job.options.checkpoint).resolve()
 
 
@@ -287,11 +289,9 @@ class Tally:
 
 def run_job(job: Job, pipelines: PipelineCache, on_progress):
     """One video, exactly as `generate` makes it; returns its PreparedVideo for the report."""
-    from .cli import prepare_video, read_job_inputs, render_video
-
     inputs = read_job_inputs(job.options)
-    video = prepare_video(pipelines.get(_checkpoint_of(job)), job.options, inputs)
-    render_video(video, on_progress)
+    video = prepare_job(pipelines.get(_checkpoint_of(job)), job.options, inputs)
+    render_job(video, on_progress)
     return video
 
 
@@ -343,9 +343,6 @@ def _summary(tallies: list[Tally], skipped: int, to_run: int) -> str:
 
 
 def _announce(pending: list[Job], skipped: int, processes: int) -> None:
-    from .checkpoints import DEMO_CHECKPOINT
-    from .cli import DEMO_NOTE
-
     spread = f" over {processes} processes" if processes > 1 else ""
     print(f"{len(pending)} to run, {skipped} already done{spread}", flush=True)
     if any(job.options.checkpoint is None for job in pending):
@@ -361,8 +358,6 @@ def cmd_batch(args) -> int:
 
 
 def _run_batch(args, processes: Processes) -> int:
-    from .pipeline import GenerationCancelled
-
     try:
         jobs = read_jobs(args.jobs, args)
     except (ValueError, FileNotFoundError):

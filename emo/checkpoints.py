@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,7 +19,9 @@ from safetensors.torch import save_file
 
 from .config import EMOConfig
 from .keys import mismatch
-from .models import EMOModel
+from .model import EMOModel
+from .runtime.devices import parse_dtype
+from .runtime.output import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +33,8 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 DEMO_CHECKPOINT = ASSETS_DIR / "emo-demo.safetensors"
 """A small demonstration model trained on synthetic drawn faces (`emo synth`) by
-examples/train_demo_model.sh: `python -m emo generate` uses it when no --checkpoint is given. It
+scripts/train_demo_model.sh: `python -m emo generate` uses it when no --checkpoint is given. It
 animates such faces at 64 px; it is not a model of real people."""
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def parse_dtype(precision: str | torch.dtype | None) -> torch.dtype | None:
-    """'fp32' / 'fp16' / 'bf16' (or a torch dtype, or None) -> torch dtype."""
-    if precision is None or isinstance(precision, torch.dtype):
-        return precision
-    try:
-        return PRECISIONS[precision]
-    except KeyError:
-        raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}") from None
-
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message says why and what to do."""
@@ -66,15 +54,8 @@ def save_checkpoint(model: EMOModel, path: str | os.PathLike, *, dtype: torch.dt
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "emo_config": model.config.to_json()}
     if description:
         metadata["description"] = description
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temp:
+        save_file(state, str(temp), metadata=metadata)
     logger.info("wrote EMO checkpoint %s (%d tensors)", path, len(state))
     return path
 

@@ -31,12 +31,15 @@ class UNetConfig:
     block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
     attention_levels: tuple[bool, ...] = (True, True, True, False)
     layers_per_block: int = 2
-    # SD1.5's config calls this `attention_head_dim` but uses it as the number of heads.
-    num_attention_heads: int = 8
+    # SD1.5's config calls this `attention_head_dim` but uses it as the number of heads: one
+    # count for every level, or one per level (down order; the up path mirrors it, the middle
+    # uses the last), as some checkpoints' configs give it.
+    num_attention_heads: int | tuple[int, ...] = 8
     # Width of the cross-attention context. SD1.5 attends to 768-wide CLIP text tokens; EMO has
     # no text, so the same layer (attn2) becomes the audio-attention and the audio tokens are
-    # projected to this width (see emo/models/audio_projection.py).
-    cross_attention_dim: int = 768
+    # projected to this width (see emo/models/audio_projection.py). None: the transformer
+    # blocks have no cross-attention at all (a ReferenceNet built without `attn2`).
+    cross_attention_dim: int | None = 768
     norm_num_groups: int = 32
     norm_eps: float = 1e-5
     flip_sin_to_cos: bool = True
@@ -45,17 +48,33 @@ class UNetConfig:
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(self.block_out_channels)
         self.attention_levels = tuple(bool(a) for a in self.attention_levels)
-        if len(self.block_out_channels) != len(self.attention_levels):
+        levels = len(self.block_out_channels)
+        if len(self.attention_levels) != levels:
             raise ValueError(
-                f"UNetConfig: block_out_channels has {len(self.block_out_channels)} levels but "
+                f"UNetConfig: block_out_channels has {levels} levels but "
                 f"attention_levels has {len(self.attention_levels)}; give one flag per level."
             )
-        for c in self.block_out_channels:
-            if c % self.norm_num_groups or c % self.num_attention_heads:
+        if isinstance(self.num_attention_heads, (list, tuple)):
+            self.num_attention_heads = tuple(int(h) for h in self.num_attention_heads)
+            if len(self.num_attention_heads) != levels:
                 raise ValueError(
-                    f"UNetConfig: channel count {c} must be divisible by norm_num_groups="
-                    f"{self.norm_num_groups} and num_attention_heads={self.num_attention_heads}."
+                    f"UNetConfig: num_attention_heads lists {len(self.num_attention_heads)} head counts "
+                    f"for {levels} levels; give one count, or one per level."
                 )
+        if self.layers_per_block < 1:
+            raise ValueError(f"UNetConfig: layers_per_block must be >= 1, got {self.layers_per_block}.")
+        for level, c in enumerate(self.block_out_channels):
+            heads = self.heads_at(level)
+            if heads < 1 or c % self.norm_num_groups or c % heads:
+                raise ValueError(
+                    f"UNetConfig: channel count {c} of level {level} must be divisible by "
+                    f"norm_num_groups={self.norm_num_groups} and its {heads} attention heads."
+                )
+
+    def heads_at(self, level: int) -> int:
+        """Attention heads of the transformers at resolution level `level` (0 = the latent's)."""
+        heads = self.num_attention_heads
+        return heads[level] if isinstance(heads, tuple) else heads
 
     @property
     def time_embed_dim(self) -> int:
@@ -145,38 +164,6 @@ class FaceLocatorConfig:
 
 
 @dataclass
-class HalloConfig:
-    """Switches that make the model run Hallo's released weights (fudan-generative-vision/hallo,
-    MIT; converted with `python -m emo convert --from hallo`).
-
-    Hallo is EMO-like but differs in four places, each reproduced here:
-    - the spatial cross-attention (`attn2`) attends to a projected face-recognition embedding
-      (`face_projection`), and the audio goes through separate `audio_modules` after every
-      spatial transformer: three cross-attention branches masked by the full/face/lip regions
-      and weighted by (pose, face, lip) scales;
-    - the motion frames given to a temporal module are the ReferenceNet's `attn1` inputs at the
-      transformer just before it (not the block output EMO uses);
-    - its reference features are rounded to fp16 before use, and its reader spreads the
-      reference items over the frames by tiling (see AttentionCall.tile_reference_items);
-    - its inference script leaves the UNet in training mode, which changes the data path
-      (`inference_path="train"`, the default: plain levels skip their temporal modules; "eval"
-      is the other path, kept for comparison).
-    """
-
-    face_embedding_dim: int = 512  # insightface (buffalo_l) recognition embedding
-    face_tokens: int = 4
-    audio_attention_dim: int = 768  # width of the audio tokens
-    reference_bank_fp16: bool = True
-    inference_path: str = "train"
-
-    def __post_init__(self) -> None:
-        if self.inference_path not in ("train", "eval"):
-            raise ValueError(
-                f"HalloConfig: inference_path must be 'train' or 'eval', got {self.inference_path!r}."
-            )
-
-
-@dataclass
 class InferenceDefaults:
     """What the model was trained for; the pipeline uses these unless told otherwise
     (paper §4: 512x512, clips of f=12 frames, n=4 motion frames, DDIM 40 steps)."""
@@ -191,7 +178,8 @@ class InferenceDefaults:
     # Motion frames of the first clip: "zeros" (EMO) or copies of the reference ("reference",
     # what Hallo's inference does).
     first_motion_frames: str = "zeros"
-    # Weights of Hallo's (pose, face, lip) audio branches; unused by EMO models.
+    # Weights of the (pose, face, lip) audio branches of families with regional audio
+    # attention (Hallo); unused by the others.
     region_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
@@ -259,18 +247,22 @@ def _wav2vec2(hidden: int, layers: int, heads: int, intermediate: int, conv_dim:
 
 @dataclass
 class EMOConfig:
-    """Everything that defines an EMO model's weights."""
+    """Everything that defines a model's weights: the shared blocks' configs, and which model
+    family (`emo.families`) it belongs to with that family's own options."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
-    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    # None: no speed layers (families without EMO's speed control).
+    speed: SpeedConfig | None = field(default_factory=SpeedConfig)
     face_locator: FaceLocatorConfig = field(default_factory=FaceLocatorConfig)
     vae: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=_sd15_scheduler)
     defaults: InferenceDefaults = field(default_factory=InferenceDefaults)
-    hallo: HalloConfig | None = None  # set for models converted from Hallo
     name: str = "emo"
+    family: str = "emo"  # a name in emo.families.FAMILIES
+    # The family's own options (JSON values); the family parses and checks them.
+    family_options: dict[str, Any] = field(default_factory=dict)
 
     # ----- presets -----------------------------------------------------------------------
     @classmethod
@@ -316,7 +308,7 @@ class EMOConfig:
             )
         if name == "demo":
             # The shipped demonstration model (emo/assets/emo-demo.safetensors, trained on
-            # synthetic talkers by examples/train_demo_model.sh). The tiny networks, but a wider
+            # synthetic talkers by scripts/train_demo_model.sh). The tiny networks, but a wider
             # VAE: tiny's 8-channel one cannot reconstruct a face's mouth at 64 px, and this VAE
             # is trained (stage `vae`) because no small pretrained one exists offline. 20 DDIM
             # steps: 4 leave visible noise in the drawn faces.
@@ -350,8 +342,15 @@ class EMOConfig:
             "speed": SpeedConfig,
             "face_locator": FaceLocatorConfig,
             "defaults": InferenceDefaults,
-            "hallo": HalloConfig,
         }
+        data = dict(data)
+        # Checkpoints written before model families were named kept Hallo's options in a
+        # section of their own ("hallo": null for EMO models).
+        if "hallo" in data:
+            legacy = data.pop("hallo")
+            if legacy is not None:
+                data.setdefault("family", "hallo")
+                data.setdefault("family_options", legacy)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -375,11 +374,6 @@ class EMOConfig:
     @classmethod
     def from_json(cls, text: str) -> "EMOConfig":
         return cls.from_dict(json.loads(text))
-
-    @property
-    def audio_token_dim(self) -> int:
-        """Width of the audio tokens: the cross-attention width (EMO) or Hallo's audio width."""
-        return self.hallo.audio_attention_dim if self.hallo else self.unet.cross_attention_dim
 
     @property
     def latent_scale(self) -> int:

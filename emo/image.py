@@ -211,8 +211,8 @@ def prepare_reference(
     size: output side in pixels; a positive multiple of 8 because the VAE works on an 8x smaller
         latent grid.
     crop:
-        "face"   - a square centred on the face: `face_box` if given, else the largest face
-                   found by `emo.face.detect_face_box`. Its side is the face's larger side times
+        "face"   - a square centred on the face, `face_box` (found by the caller, e.g.
+                   emo.runtime.reference.prepare_portrait). Its side is the face's larger side times
                    (1 + 2 * face_padding), i.e. `face_padding` face sizes of margin on each side.
                    The square is shifted to stay inside the image; where it is larger than the
                    image it extends past the border and that part repeats the edge pixels.
@@ -221,7 +221,7 @@ def prepare_reference(
                    a black frame would be copied into the video as content, while repeated edges
                    continue the background).
     face_padding: margin for "face", in face sizes per side (>= 0).
-    face_box: (x0, y0, x1, y1) in source pixels; skips detection in "face" mode.
+    face_box: (x0, y0, x1, y1) in source pixels; required by "face" mode.
 
     Returns (image [size, size, 3], info) where info has "mode", "box" (the square in source
     pixels, (x0, y0, x1, y1), which may reach outside the image where padding was used),
@@ -248,11 +248,9 @@ def prepare_reference(
                 f"got {face_padding!r}"
             )
         if face_box is None:
-            # Imported here because emo.face builds on this module; the import also keeps OpenCV
-            # off the path of callers that only load or resize images.
-            from emo.face import detect_face_box
-
-            face_box = detect_face_box(image)
+            raise ValueError("prepare_reference: the face crop needs the face's box (face_box=...); find it with "
+                             "emo.runtime.reference.prepare_portrait, which detects the face once, or use the "
+                             "'center' or 'pad' crop")
         x0, y0, x1, y1 = _check_face_box(face_box, width, height)
         used_face_box = tuple(face_box)
         face_size = max(x1 - x0, y1 - y0)

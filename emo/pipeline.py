@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from . import audio as audio_lib
-from . import face as face_lib
-from . import regions as regions_lib
+from .faces.boxes import resize_mask
+from .faces.region import face_region_mask
 from .checkpoints import load_checkpoint, parse_dtype
 from .config import InferenceDefaults
-from .models import EMOModel, ReferenceFeatures
+from .model import EMOModel
+from .models import ReferenceFeatures
 from .schedulers import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -59,12 +60,12 @@ class GenerationSettings:
     scheduler: str = "ddim"
     eta: float = 0.0  # DDIM's eta (0 = deterministic DDIM)
     decode_chunk_size: int = 8  # frames per VAE decode call
-    region_scales: tuple[float, float, float] | None = None  # Hallo models: (pose, face, lip) weights
+    region_scales: tuple[float, float, float] | None = None  # regional audio: (pose, face, lip) weights
     # Speed switches; the defaults are the fast paths. The slow ones exist as the benchmark's
     # baseline (bench/benchmark.py) and give the same result up to float rounding.
     reuse_reference: bool = True  # run the ReferenceNet once per clip, not at every step
     batch_guidance: bool = True  # one backbone call for both guidance branches
-    # Motion frames as the paper and Hallo make them: the previous clip's last n decoded frames,
+    # Motion frames as the paper makes them: the previous clip's last n decoded frames,
     # VAE-encoded again, i.e. latents of the kind training feeds (encodings of real frames).
     # False passes the sampler's final latents on directly (saves n VAE encodes per clip), but
     # those drift from what the model was trained on, which shows as a jump at every clip seam
@@ -170,7 +171,8 @@ def _row_of(conditions: dict, i: int) -> dict:
             return value[i:i + 1]
         return value
 
-    out = {k: pick(v) for k, v in conditions.items() if k != "reference"}
+    out = {k: pick(v) for k, v in conditions.items() if k not in ("reference", "reference_rows")}
+    out["reference_rows"] = (conditions["reference_rows"][i],)
     reference = conditions["reference"]
     out["reference"] = ReferenceFeatures({k: pick(v) for k, v in reference.attention.items()},
                                          {k: pick(v) for k, v in reference.motion.items()})
@@ -257,10 +259,10 @@ class EMOPipeline:
                      progress=None) -> "audio_lib.AudioFeatures":
         """waveform: (T), (C, T) or (B, C, T) at any rate -> per-frame wav2vec2 features."""
         fps = self.config.defaults.fps if fps is None else fps
-        with self._running(self.model.audio_encoder) as encoder:
-            return audio_lib.encode_audio(encoder, waveform, sample_rate, fps,
-                                          start_seconds=start_seconds, duration_seconds=duration_seconds,
-                                          progress=progress)
+        with self._running(self.model.audio_encoder):
+            return self.model.family.encode_audio(self.model, waveform, sample_rate, fps,
+                                                  start_seconds=start_seconds, duration_seconds=duration_seconds,
+                                                  progress=progress)
 
     # ---- 2. reference and face mask -------------------------------------------------------
     def _reference_pixels(self, image: torch.Tensor, size: int) -> torch.Tensor:
@@ -299,8 +301,8 @@ class EMOPipeline:
         """The face-region mask at `size` x `size`: the given one (resized) or a detected box."""
         if image.ndim == 4:
             image = image[0]
-        region = face_lib.face_region_mask(image, expand_ratio=expand_ratio, mask=mask)
-        return face_lib.resize_mask(region, size, size)
+        region = face_region_mask(image, expand_ratio=expand_ratio, mask=mask)
+        return resize_mask(region, size, size)
 
     # ---- 3. clips --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -322,12 +324,13 @@ class EMOPipeline:
 
         reference_image: (H, W, 3) square, 0..1; face_mask: (H, W) or None to detect the face;
         speed: float, SpeedCurve or one value per frame; face_embedding: (E,) face-recognition
-        embedding, used by Hallo models only (zeros when not given); motion_images: (K, H, W, 3)
+        embedding, for families that condition on one (see the family); motion_images: (K, H, W, 3)
         square, 0..1, the frames just before the audio starts (e.g. the end of an earlier video
         of this face, to continue it): the first clip's motion frames are their last n, made as
         a later clip's are. None (or K < n for the missing ones): the model's first-clip motion
-        frames, zeros (EMO) or copies of the reference (Hallo)."""
+        frames (the family's: zeros or copies of the reference)."""
         model = self.model
+        family = model.family
         s = (settings or GenerationSettings()).resolve(model.config.defaults)
         if abs(s.fps - audio.fps) > 1e-6:
             raise ValueError(
@@ -347,21 +350,15 @@ class EMOPipeline:
         pixels = self._reference_pixels(reference_image, s.size)
         mask = self.face_mask(reference_image, face_mask, s.size)  # (size, size)
         ref_latent = self.encode_reference(pixels).to(dtype)  # (1, 4, h, w)
-        face_features = model.face_locator(mask[None, None].to(device, dtype))
         h, w = ref_latent.shape[-2:]
         generator = torch.Generator(device="cpu").manual_seed(s.seed)
         scheduler = make_scheduler(s.scheduler, model.config.scheduler)
         use_cfg = s.guidance_scale > 1.0
-        rows = torch.tensor([False, True], device=device) if use_cfg else None
-        extra, reference_context, reference_items = {}, None, 1
-        if model.config.hallo is not None:
-            extra, reference_context, reference_items, face_features = self._hallo_conditioning(
-                mask, face_embedding, face_features, (h, w), n, use_cfg, s)
+        rows = (False, True) if use_cfg else None  # guidance rows [uncond, cond]
+        video = family.video_conditioning(model, mask=mask, face_embedding=face_embedding, motion_frames=n,
+                                          region_scales=s.region_scales, use_cfg=use_cfg, latent_hw=(h, w))
 
-        if model.config.defaults.first_motion_frames == "reference":  # Hallo: copies of the reference
-            motion_latents = ref_latent[:, None].repeat(1, n, 1, 1, 1)
-        else:  # EMO: zeros
-            motion_latents = torch.zeros(1, n, 4, h, w, device=device, dtype=dtype)
+        motion_latents = family.first_motion_latents(model.config, ref_latent, n)
         if motion_images is not None and n > 0:
             # Only the last n frames are used: resize and encode just those.
             recent_images = motion_images[-n:] if motion_images.ndim == 4 else motion_images
@@ -371,23 +368,25 @@ class EMOPipeline:
         for clip in range(clips):
             start = clip * f
             frame_ids = torch.arange(start, start + f).clamp(max=total - 1)  # last clip: pad by repeat
-            images = torch.cat([ref_latent[:, None], motion_latents], dim=1).repeat(reference_items, 1, 1, 1, 1)
+            images = video.reference_images(ref_latent, motion_latents)
 
             def run_reference(images=images):
                 with self._running(model.reference_net) as reference_net:
-                    return reference_net(images, context=reference_context)
-            windows = audio_lib.window(audio.features, frame_ids, model.config.audio.window_radius)
-            tokens = model.audio_projection(windows[None].to(device, dtype))  # (1, f, K, D)
+                    return reference_net(images, context=video.reference_context)
+            tokens = family.clip_tokens(model, audio, frame_ids)  # (1, f, K, D)
             clip_speeds = speeds[frame_ids]
-            speed_embedding = model.speed_encoder(torch.cat([motion_speeds, clip_speeds])[None].to(device))
+            speed_embedding = None
+            if model.speed_encoder is not None:
+                speed_embedding = model.speed_encoder(torch.cat([motion_speeds, clip_speeds])[None].to(device))
             if use_cfg:
-                tokens = torch.cat([torch.zeros_like(tokens), tokens])
+                tokens = torch.cat([torch.zeros_like(tokens), tokens])  # the unconditional row hears nothing
             conditions = dict(reference=run_reference(), reference_rows=rows, speed=speed_embedding,
-                              face_features=face_features, **extra)
+                              face_features=video.face_features, context=video.context_of(tokens),
+                              audio=video.audio_of(tokens))
             with self._running(model.backbone):
-                latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), tokens, conditions,
-                                        clip, clips, callback, should_cancel,
-                                        None if s.reuse_reference else run_reference)
+                latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), conditions, clip, clips,
+                                        callback, should_cancel, None if s.reuse_reference else run_reference,
+                                        batched=s.batch_guidance or video.batched_guidance_only)
             keep = min(f, total - start)
             frames = self.decode(latents[:, :, :keep], s.decode_chunk_size)
             if clip + 1 < clips and n > 0:
@@ -401,36 +400,8 @@ class EMOPipeline:
                 motion_speeds = _last(torch.cat([motion_speeds, clip_speeds]), n, dim=0)
             yield frames
 
-    def _hallo_conditioning(self, mask, face_embedding, face_features, latent_hw, n, use_cfg, s):
-        """Hallo's extra inputs: face tokens for the spatial cross-attention, region masks, and
-        the ReferenceNet batch exactly as Hallo builds it (see emo/weights/hallo.py)."""
-        model, device, dtype = self.model, self.device, self.dtype
-        hallo = model.config.hallo
-        if face_embedding is None:
-            logger.warning("EMOPipeline: no face embedding given for a Hallo model; using zeros, "
-                           "so identity comes from the reference image alone")
-            face_embedding = torch.zeros(hallo.face_embedding_dim)
-        face_embedding = torch.as_tensor(face_embedding, dtype=torch.float32).reshape(1, -1)
-        if face_embedding.shape[1] != hallo.face_embedding_dim:
-            raise ValueError(f"EMOPipeline: the face embedding has {face_embedding.shape[1]} values; "
-                             f"this Hallo model takes {hallo.face_embedding_dim} (insightface buffalo_l).")
-        cond = model.face_projection(face_embedding.to(device, dtype))
-        levels = len(model.config.unet.block_out_channels)
-        masks = regions_lib.per_level(regions_lib.region_masks(mask), latent_hw, levels)
-        masks = {k: [m.to(device, dtype) for m in v] for k, v in masks.items()}
-        if use_cfg:
-            uncond = model.face_projection(torch.zeros_like(face_embedding).to(device, dtype))
-            context = torch.cat([uncond, cond])
-            # Hallo's write pass: [ref, motion...] twice, contexts alternating u, c, u, c, ...
-            reference_context, reference_items = context.repeat(1 + n, 1, 1), 2
-            face_features = torch.cat([torch.zeros_like(face_features), face_features])
-        else:
-            context, reference_context, reference_items = cond, cond.repeat(1 + n, 1, 1), 1
-        extra = dict(context=context, region_masks=masks, region_scales=list(s.region_scales))
-        return extra, reference_context, reference_items, face_features
-
-    def _denoise(self, scheduler, s: GenerationSettings, generator, shape, tokens, conditions: dict,
-                 clip: int, clips: int, callback, should_cancel, rerun_reference=None) -> torch.Tensor:
+    def _denoise(self, scheduler, s: GenerationSettings, generator, shape, conditions: dict, clip: int,
+                 clips: int, callback, should_cancel, rerun_reference=None, batched: bool = True) -> torch.Tensor:
         device, dtype = self.device, self.dtype
         scheduler.set_timesteps(s.steps, device=device)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
@@ -447,7 +418,7 @@ class EMOPipeline:
             if rerun_reference is not None:  # baseline: the ReferenceNet at every step
                 conditions = {**conditions, "reference": rerun_reference()}
             model_input = scheduler.scale_model_input(latents, t).to(dtype)
-            prediction = self._predict(model_input, t, tokens, conditions, s.batch_guidance)
+            prediction = self._predict(model_input, t, conditions, batched)
             if conditions["reference_rows"] is not None:
                 uncond, cond = prediction.chunk(2)
                 prediction = uncond + s.guidance_scale * (cond - uncond)
@@ -458,17 +429,15 @@ class EMOPipeline:
                                   denoised=getattr(step, "pred_original_sample", None)))
         return latents
 
-    def _predict(self, x: torch.Tensor, t, tokens, conditions: dict, batched: bool) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor, t, conditions: dict, batched: bool) -> torch.Tensor:
         """The backbone's prediction; with guidance, rows [uncond, cond] in one batch or, as the
-        baseline, in two calls. Hallo models always batch: their reference tiling over the
-        batch (a Hallo quirk) is only defined for the batched call."""
+        benchmark's baseline, in two calls."""
         backbone = self.model.backbone
-        rows = conditions["reference_rows"]
-        if rows is None:
-            return backbone(x, t, tokens, **conditions).float()
-        if batched or self.model.config.hallo is not None:
-            return backbone(torch.cat([x, x]), t, tokens, **conditions).float()
-        return torch.cat([backbone(x, t, tokens[i:i + 1], **_row_of(conditions, i)).float() for i in (0, 1)])
+        if conditions["reference_rows"] is None:
+            return backbone(x, t, **conditions).float()
+        if batched:
+            return backbone(torch.cat([x, x]), t, **conditions).float()
+        return torch.cat([backbone(x, t, **_row_of(conditions, i)).float() for i in (0, 1)])
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:

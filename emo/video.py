@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -24,6 +22,8 @@ import av
 import numpy as np
 import torch
 from av.video.reformatter import ColorRange, Colorspace
+
+from .runtime.output import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ def _video_format(name: str) -> VideoFormat:
     return VIDEO_FORMATS[name]
 
 
+def format_for_suffix(path) -> str:
+    """The format name (a key of VIDEO_FORMATS) whose extensions include the file's suffix."""
+    suffix = Path(path).suffix.lower()
+    for name, spec in VIDEO_FORMATS.items():
+        if suffix in spec.extensions:
+            return name
+    known = sorted(ext for spec in VIDEO_FORMATS.values() for ext in spec.extensions)
+    raise ValueError(f"{Path(path).name!r}: unknown video suffix {suffix!r}; use one of {', '.join(known)}")
+
+
 def _fps_fraction(fps) -> Fraction:
     """Frame rate as an exact fraction: 25 -> 25/1, 29.97 -> 2997/100, 30000/1001 stays exact."""
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not (
@@ -124,8 +134,8 @@ def _check_metadata(metadata) -> dict[str, str]:
     return dict(metadata)
 
 
-def _check_audio(audio) -> tuple[np.ndarray, int] | None:
-    """Validate (waveform, sample_rate) and return float32 planar samples [C, T] and the rate."""
+def _check_audio(audio) -> tuple[torch.Tensor, int] | None:
+    """Validate (waveform, sample_rate) and return the samples [C, T] (any float type) and the rate."""
     if audio is None:
         return None
     try:
@@ -150,9 +160,8 @@ def _check_audio(audio) -> tuple[np.ndarray, int] | None:
     if waveform.shape[1] == 0:
         logger.warning("write_video: the audio waveform is empty; writing the video without sound")
         return None
-    samples = waveform.detach().cpu().to(torch.float32)
-    samples = torch.nan_to_num(samples).clamp(-1.0, 1.0).numpy()
-    return np.ascontiguousarray(samples), int(sample_rate)
+    # Kept as given (no copy of a long clip): each slice is cleaned and converted as it is encoded.
+    return waveform.detach(), int(sample_rate)
 
 
 def _iter_chunks(frames) -> Iterable:
@@ -293,9 +302,9 @@ class _StreamWriter:
     def _write_audio(self, end: int) -> None:
         if end <= self.samples_written:
             return
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(self.samples[:, self.samples_written : end]), format="fltp", layout=self.layout
-        )
+        piece = self.samples[:, self.samples_written : end].cpu().to(torch.float32)
+        piece = torch.nan_to_num(piece).clamp(-1.0, 1.0).numpy()
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp", layout=self.layout)
         frame.sample_rate = self.sample_rate
         # pts counts samples from 0, so the first sample plays with the first video frame.
         frame.pts = self.samples_written
@@ -383,20 +392,10 @@ def write_video(
     path = _output_path(path, spec, format)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    # Same folder as the target so os.replace is an atomic rename on one filesystem; the dot
-    # prefix hides it from file browsers and ComfyUI's output listing while it is being written.
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial" + path.suffix, dir=path.parent)
-    os.close(handle)
-    temp_path = Path(temp_name)
-    try:
+    # The temporary file's dot prefix hides it from file browsers and ComfyUI's output listing
+    # while it is being written; its suffix lets FFmpeg pick the container.
+    with atomic_output(path, suffix=path.suffix) as temp_path:
         frame_count = _encode(temp_path, frames, spec, rate, crf, audio, metadata)
-        os.replace(temp_path, path)
-    except BaseException:
-        try:
-            temp_path.unlink(missing_ok=True)
-        except OSError as unlink_error:
-            logger.warning("write_video: could not remove the temporary file %s: %s", temp_path, unlink_error)
-        raise
     logger.info("write_video: wrote %s (%d frames at %s fps, %s)", path, frame_count, rate, format)
     return path
 

@@ -1,16 +1,20 @@
 """The EMO nodes for ComfyUI, one module per stage; `comfy_services` is their only link to
-ComfyUI's services. Class ids carry an `EMO` prefix so they never collide with other packs;
-the display names are the ones the documentation and workflows use."""
+ComfyUI's services. Class ids carry an `EMO` prefix so they never collide with other packs and
+never change (saved workflows keep loading); display names read as one family ("EMO ...") in
+the node library, under EMO/loaders, EMO/conditioning, EMO/sampling and EMO/video."""
 
 from . import comfy_services
 from .audio import EMOAudioEncode
 from .model import EMOComponentLoader, EMOHalloLoader, EMOModelLoader
 from .reference import EMOFaceRegionMask, EMOLoadReference
+from .sample_to_video import EMOSampleToVideo
 from .sampler import EMOSampler
 from .speed import EMOSpeedControl
+from .vocals import EMOSeparateVocals
 from .video import EMOVideoCombine
 
 comfy_services.register_model_folder()
+comfy_services.install_samples()  # the shipped workflows' inputs, never over a user's file
 
 # class id -> class, in pipeline order (the order the node library lists them).
 NODE_CLASS_MAPPINGS = {
@@ -18,23 +22,27 @@ NODE_CLASS_MAPPINGS = {
     "EMOComponentLoader": EMOComponentLoader,
     "EMOHalloLoader": EMOHalloLoader,
     "EMOLoadReference": EMOLoadReference,
+    "EMOSeparateVocals": EMOSeparateVocals,
     "EMOAudioEncode": EMOAudioEncode,
     "EMOFaceRegionMask": EMOFaceRegionMask,
     "EMOSpeedControl": EMOSpeedControl,
     "EMOSampler": EMOSampler,
+    "EMOSampleToVideo": EMOSampleToVideo,
     "EMOVideoCombine": EMOVideoCombine,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "EMOModelLoader": "EMOModelLoader",
-    "EMOComponentLoader": "EMOComponentLoader",
-    "EMOHalloLoader": "EMOHalloLoader",
-    "EMOLoadReference": "LoadReference",
-    "EMOAudioEncode": "AudioEncode",
-    "EMOFaceRegionMask": "FaceRegionMask",
-    "EMOSpeedControl": "SpeedControl",
-    "EMOSampler": "EMOSampler",
-    "EMOVideoCombine": "VideoCombine",
+    "EMOModelLoader": "EMO Load Checkpoint",
+    "EMOComponentLoader": "EMO Build From SD1.5 Parts",
+    "EMOHalloLoader": "EMO Load Hallo",
+    "EMOLoadReference": "EMO Load Reference",
+    "EMOSeparateVocals": "EMO Separate Vocals",
+    "EMOAudioEncode": "EMO Audio Encode",
+    "EMOFaceRegionMask": "EMO Face Region Mask",
+    "EMOSpeedControl": "EMO Speed Control",
+    "EMOSampler": "EMO Sampler",
+    "EMOSampleToVideo": "EMO Sample To Video",
+    "EMOVideoCombine": "EMO Video Combine",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

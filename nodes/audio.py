@@ -44,9 +44,9 @@ def readout(num_frames: int, fps: float, seconds: float, clips: int | None = Non
 def encode(model: EMOModelHandle, audio, fps: float, start_seconds: float = 0.0,
            duration_seconds: float = 0.0) -> tuple[AudioFeatures, int, dict]:
     """The node's body: (features, frame count, AUDIO actually used)."""
-    node = "AudioEncode"
+    node = "EMO Audio Encode"
     if not isinstance(model, EMOModelHandle):
-        raise ValueError(f"{node}: the model input must come from EMOModelLoader, got {type(model).__name__}")
+        raise ValueError(f"{node}: the model input must come from EMO Load Checkpoint (or another EMO loader), got {type(model).__name__}")
     waveform, sample_rate = audio_waveform(audio, node)
     length = waveform.shape[-1] / sample_rate
     if start_seconds >= length:
@@ -55,6 +55,7 @@ def encode(model: EMOModelHandle, audio, fps: float, start_seconds: float = 0.0,
             f"give a start below {length:.2f}"
         )
     duration = None if duration_seconds <= 0 else duration_seconds
+    fps = fps if fps > 0 else model.defaults.fps  # 0: the checkpoint's own frame rate
     progress = services.Progress(1)
 
     def on_chunk(done: int, total: int) -> None:
@@ -78,16 +79,16 @@ class EMOAudioEncode:
         "Turns a voice track into EMO's per-frame audio tokens (wav2vec2 features of each video "
         "frame and its neighbours). Any AUDIO works: LoadAudio, TTS nodes. Outputs the frame "
         "count the video will have and the audio actually used (trimmed, original sample rate) "
-        "so the sound stays in sync in VideoCombine."
+        "so the sound stays in sync in EMO Video Combine."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/conditioning"
     FUNCTION = "encode"
     RETURN_TYPES = ("EMO_AUDIO", "INT", "AUDIO")
     RETURN_NAMES = ("audio_features", "frame_count", "audio")
     OUTPUT_TOOLTIPS = (
-        "Per-frame audio tokens for EMOSampler.",
+        "Per-frame audio tokens for EMO Sampler.",
         "Number of video frames: ceil(duration x fps).",
-        "The part of the audio that was encoded; connect it to VideoCombine so sound and lips match.",
+        "The part of the audio that was encoded; connect it to EMO Video Combine so sound and lips match.",
     )
 
     @classmethod
@@ -98,11 +99,11 @@ class EMOAudioEncode:
                     "tooltip": "The voice (speech or singing), any sample rate, mono or stereo. For a batch, "
                                "the first clip is used.",
                 }),
-                "model": ("EMO_MODEL", {"tooltip": "From EMOModelLoader; its wav2vec2 encodes the audio."}),
+                "model": ("EMO_MODEL", {"tooltip": "From EMO Load Checkpoint; its wav2vec2 encodes the audio."}),
                 "fps": ("FLOAT", {
-                    "default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                    "tooltip": "Frame rate of the video to generate (EMO was trained at 25). The sampler and "
-                               "VideoCombine use the same rate.",
+                    "default": 0.0, "min": 0.0, "max": 120.0, "step": 0.01,
+                    "tooltip": "Frame rate of the video to generate; 0 = the checkpoint's own (25 for EMO and "
+                               "Hallo). The sampler and EMO Video Combine use the same rate.",
                 }),
             },
             "optional": {
@@ -117,7 +118,7 @@ class EMOAudioEncode:
             },
         }
 
-    def encode(self, audio, model, fps, start_seconds=0.0, duration_seconds=0.0):
+    def encode(self, audio, model, fps=0.0, start_seconds=0.0, duration_seconds=0.0):
         features, frame_count, used = encode(model, audio, fps, start_seconds, duration_seconds)
-        ui = {"emo_readout": [readout(frame_count, fps, features.duration_seconds())]}
+        ui = {"emo_readout": [readout(frame_count, features.fps, features.duration_seconds())]}
         return {"ui": ui, "result": (features, frame_count, used)}

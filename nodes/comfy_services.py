@@ -7,8 +7,9 @@ browser). Outside ComfyUI (tests, scripts) every function has a plain fallback:
 
 - model files: EMO checkpoints from the folders set with `set_models_dir()` or the
   `EMO_MODELS_DIR` environment variable (os.pathsep-separated); other kinds ('checkpoints',
-  'vae', 'audio_encoders', 'hallo', ...) from `set_model_folders(kind, ...)`, else
-  `models/<kind>` under the working directory;
+  'vae', 'audio_encoders', 'hallo', 'audio_separator', ...) from `set_model_folders(kind, ...)`,
+  else `models/<kind>` under the working directory (and `models/hallo/audio_separator` for
+  'audio_separator');
 - output/temp folders: `set_output_directories()` or `EMO_OUTPUT_DIR` / `EMO_TEMP_DIR`;
 - device: CUDA, then MPS, then CPU;
 - progress: a no-op bar that remembers its last value (tests read it); latent previews on;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -32,19 +34,29 @@ from typing import Any
 
 import torch
 
-from emo.checkpoints import ASSETS_DIR, parse_dtype
+from emo.checkpoints import ASSETS_DIR
+from emo.runtime import devices
+from emo.runtime.output import atomic_output
 from emo.pipeline import GenerationCancelled
 
 logger = logging.getLogger(__name__)
 
 MODEL_FOLDER = "emo"  # ComfyUI/models/emo, also a key for extra_model_paths.yaml
-HALLO_FOLDER = "hallo"  # ComfyUI/models/hallo: Hallo's net.pth, for EMOHalloLoader
+HALLO_FOLDER = "hallo"  # ComfyUI/models/hallo: Hallo's net.pth, for EMO Load Hallo
+# ComfyUI/models/audio_separator: Kim_Vocal_2.onnx (Hallo's pretrained_models/audio_separator/),
+# for EMO Separate Vocals. Also listed from models/hallo/audio_separator, where a whole Hallo
+# pretrained_models folder copied into models/hallo puts it (and ComfyUI_Hallo2 asks for it).
+AUDIO_SEPARATOR_FOLDER = "audio_separator"
+ONNX_EXTENSIONS = {".onnx"}
 CHECKPOINT_EXTENSIONS = {".safetensors"}
 # What emo.weights reads: safetensors and PyTorch pickles (recognised by content, not name).
 WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin"}
 # The folders this pack registers with ComfyUI, and the files listed from them. Other kinds
 # (checkpoints, vae, audio_encoders, animatediff_models) belong to ComfyUI or other packs.
-OWN_FOLDERS = {MODEL_FOLDER: CHECKPOINT_EXTENSIONS, HALLO_FOLDER: WEIGHT_EXTENSIONS}
+OWN_FOLDERS = {MODEL_FOLDER: CHECKPOINT_EXTENSIONS, HALLO_FOLDER: WEIGHT_EXTENSIONS,
+               AUDIO_SEPARATOR_FOLDER: ONNX_EXTENSIONS}
+# More default folders of a kind, under the models folder, after models/<kind> itself.
+EXTRA_DEFAULT_FOLDERS = {AUDIO_SEPARATOR_FOLDER: (f"{HALLO_FOLDER}/{AUDIO_SEPARATOR_FOLDER}",)}
 # Checkpoints shipped with the pack (emo/assets: the demo model for synthetic faces), listed after
 # the user's own EMO checkpoints; a user's file of the same name comes first.
 BUNDLED_FOLDER = ASSETS_DIR
@@ -118,8 +130,13 @@ def set_models_dir(*folders: str | os.PathLike) -> None:
     set_model_folders(MODEL_FOLDER, *folders)
 
 
+def _default_folders(root: Path, kind: str) -> list[Path]:
+    return [root / kind] + [root / extra for extra in EXTRA_DEFAULT_FOLDERS.get(kind, ())]
+
+
 def register_model_folder() -> None:
-    """Make ComfyUI list `models/emo` and `models/hallo` (and any `emo:` / `hallo:` paths from
+    """Make ComfyUI list `models/emo`, `models/hallo` and `models/audio_separator` (plus
+    `models/hallo/audio_separator`; and any `emo:` / `hallo:` / `audio_separator:` paths from
     extra_model_paths.yaml), and the pack's bundled checkpoints (BUNDLED_FOLDER) last under `emo`.
 
     ComfyUI reads extra_model_paths.yaml before it imports custom nodes; an entry there creates
@@ -130,14 +147,14 @@ def register_model_folder() -> None:
     if folder_paths is None:
         return
     for kind, wanted in OWN_FOLDERS.items():
-        default = os.path.join(folder_paths.models_dir, kind)
+        defaults = [str(p) for p in _default_folders(Path(folder_paths.models_dir), kind)]
         known = folder_paths.folder_names_and_paths.get(kind)
         if known is None:
-            folder_paths.folder_names_and_paths[kind] = ([default], set(wanted))
+            folder_paths.folder_names_and_paths[kind] = (defaults, set(wanted))
             continue
         paths, extensions = known
-        if default not in paths:
-            paths.insert(0, default)
+        for position, default in enumerate(d for d in defaults if d not in paths):
+            paths.insert(position, default)
         folder_paths.folder_names_and_paths[kind] = (paths, set(extensions) | wanted)
     emo_paths = folder_paths.folder_names_and_paths[MODEL_FOLDER][0]
     if str(BUNDLED_FOLDER) not in emo_paths:
@@ -163,7 +180,7 @@ def model_folders(kind: str = MODEL_FOLDER) -> list[Path]:
     env = os.environ.get("EMO_MODELS_DIR") if kind == MODEL_FOLDER else None
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    return [Path.cwd() / "models" / kind]
+    return _default_folders(Path.cwd() / "models", kind)
 
 
 def _files_in(folders: list[Path]) -> list[str]:
@@ -251,9 +268,47 @@ def resolve_checkpoint(name: str) -> Path:
                 return folder / relative
     folders = ", ".join(str(f) for f in model_folders()) or "(none)"
     raise FileNotFoundError(
-        f"EMOModelLoader: checkpoint {name!r} not found in the EMO model folders ({folders}); put the "
+        f"EMO Load Checkpoint: checkpoint {name!r} not found in the EMO model folders ({folders}); put the "
         f".safetensors file there (or add an 'emo:' entry to extra_model_paths.yaml) and refresh the page"
     )
+
+
+# ---- sample inputs ----------------------------------------------------------------------------
+# The pack's sample media (emo/assets) and the names they get in ComfyUI's input folder, where
+# the shipped workflows' LoadImage / LoadAudio / LoadImageMask nodes find them.
+SAMPLES = {
+    "emo_demo_portrait.png": "sample_portrait.png",  # a held-out synthetic talker, for the demo model
+    "emo_demo_portrait_mask.png": "sample_portrait_mask.png",  # its face region
+    "emo_demo_voice.wav": "sample_voice.wav",  # its voice
+    "emo_sample_photo.jpg": "sample_photo.jpg",  # a real photo (NASA, public domain), for real models
+    "emo_sample_speech.wav": "sample_speech.wav",  # synthetic speech (espeak-ng), for real models
+}
+
+
+def install_samples(folder: str | os.PathLike | None = None) -> list[Path]:
+    """Copy the sample media into ComfyUI's input folder (or `folder`) under the names the
+    shipped workflows use, so they run out of the box. A file already there is never
+    replaced (it may be the user's). Returns the files written."""
+    if folder is None:
+        folder_paths = _comfy_module("folder_paths")
+        if folder_paths is None:
+            return []
+        folder = folder_paths.get_input_directory()
+    folder = Path(folder)
+    written = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, source in SAMPLES.items():
+            target = folder / name
+            if not target.exists() and (ASSETS_DIR / source).is_file():
+                with atomic_output(target) as temp:
+                    shutil.copyfile(ASSETS_DIR / source, temp)
+                written.append(target)
+    except OSError as error:  # a read-only input folder: the workflows then need the user's files
+        logger.warning("EMO: could not copy the sample inputs to %s (%s)", folder, error)
+    if written:
+        logger.info("EMO: copied %d sample input(s) to %s", len(written), folder)
+    return written
 
 
 # ---- devices and memory -------------------------------------------------------------------
@@ -262,12 +317,7 @@ def torch_device() -> torch.device:
     mm = _comfy_module("comfy.model_management")
     if mm is not None:
         return mm.get_torch_device()
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return devices.pick_device("auto")
 
 
 def offload_device() -> torch.device:
@@ -282,22 +332,16 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     """'auto', 'fp32', 'fp16' or 'bf16' -> a torch dtype for `device`.
 
     auto: fp32 on the CPU; on a GPU bf16 where supported, else fp16 (ComfyUI's own checks when
-    it runs, so its --force-fp16/--force-fp32 flags apply).
+    it runs, so its --force-fp16/--force-fp32 flags apply; emo.runtime.devices outside it).
     """
-    if precision != "auto":
-        return parse_dtype(precision)
-    if device.type == "cpu":
-        return torch.float32
     mm = _comfy_module("comfy.model_management")
-    if mm is not None:
-        if mm.should_use_bf16(device):
-            return torch.bfloat16
-        if mm.should_use_fp16(device):
-            return torch.float16
-        return torch.float32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16 if device.type == "mps" else torch.float32
+    if precision != "auto" or device.type == "cpu" or mm is None:
+        return devices.pick_dtype(precision, device)
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    if mm.should_use_fp16(device):
+        return torch.float16
+    return torch.float32
 
 
 def free_memory(device: torch.device) -> int | None:
@@ -317,6 +361,42 @@ def make_room(device: torch.device, num_bytes: int) -> None:
     mm = _comfy_module("comfy.model_management")
     if mm is not None:
         mm.free_memory(num_bytes, device)
+
+
+# ---- ComfyUI's model management ------------------------------------------------------------
+def model_patcher(model: torch.nn.Module, load_device: torch.device, offload_device: torch.device):
+    """A ComfyUI ModelPatcher around `model` (None outside ComfyUI): through it ComfyUI knows the
+    model's size and where it is, so "Unload Models" and other models' loads can move it back
+    to the offload device."""
+    patcher_module = _comfy_module("comfy.model_patcher")
+    if patcher_module is None:
+        return None
+    return patcher_module.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def low_vram() -> bool:
+    """ComfyUI runs in --lowvram / --novram mode (weights must not all sit on the GPU)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is None:
+        return False
+    return mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM)
+
+
+def total_memory(device: torch.device) -> int | None:
+    """All memory of `device` as ComfyUI counts it (None outside ComfyUI / unknown)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        return int(mm.get_total_memory(device))
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(device)[1])
+    return None
+
+
+def load_through_comfyui(patcher, memory_required: int) -> None:
+    """Load a patched model fully onto its device the way ComfyUI loads its own: other models
+    are unloaded first if memory is short, and the model is registered as loaded."""
+    mm = _comfy_module("comfy.model_management")
+    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
 
 
 def empty_cache() -> None:
@@ -443,7 +523,7 @@ def save_path(filename_prefix: str, kind: str, width: int, height: int) -> tuple
     folder = (base / subfolder).resolve()
     if os.path.commonpath([base.resolve(), folder]) != str(base.resolve()) or not stem or stem in (".", ".."):
         raise ValueError(
-            f"VideoCombine: filename_prefix {filename_prefix!r} points outside the output folder {base}; "
+            f"EMO Video Combine: filename_prefix {filename_prefix!r} points outside the output folder {base}; "
             "use a relative name such as 'EMO/portrait'"
         )
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 - EMOComponentLoader: a new EMO model built from SD1.5, VAE, wav2vec2 and AnimateDiff files
   (`emo.weights.assemble`; a starting point for training, not a lip-syncing model);
 - EMOHalloLoader: Hallo's released net.pth + VAE + wav2vec2, run in Hallo mode
-  (`emo.weights.hallo`).
+  (`emo.families.hallo.convert`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch
 
 from emo.checkpoints import CheckpointError, load_checkpoint
 from emo.config import EMOConfig
-from emo.models import EMOModel
+from emo.model import EMOModel
 from emo.pipeline import EMOPipeline
 from emo.weights.assemble import assemble
-from emo.weights.hallo import convert_hallo_file
+from emo.families.hallo.convert import convert_hallo_file
 
 from . import comfy_services as services
 
@@ -38,7 +38,14 @@ NO_MOTION_MODULE = "none"
 
 @dataclass(eq=False)
 class EMOModelHandle:
-    """What flows through an EMO_MODEL link: the loaded networks and where they run."""
+    """What flows through an EMO_MODEL link: the loaded networks and where they run.
+
+    Inside ComfyUI the model is handed to ComfyUI's model management as a ModelPatcher: it is
+    loaded onto the GPU by `comfy.model_management.load_models_gpu` (which first unloads other
+    models if memory is short), "Unload Models" and other models' loads move it back to the
+    offload device, and in --lowvram/--novram mode (or when it cannot fit) its large networks
+    stay on the offload device and move in one at a time while they run.
+    """
 
     model: EMOModel
     name: str  # checkpoint name as listed in the loader
@@ -47,6 +54,11 @@ class EMOModelHandle:
     dtype: torch.dtype
     path: Path | None = None
     info: dict = field(default_factory=dict)
+    patcher: object = None  # ComfyUI's ModelPatcher (None outside ComfyUI)
+
+    def __post_init__(self) -> None:
+        if self.patcher is None:
+            self.patcher = services.model_patcher(self.model, self.load_device, self.offload_device)
 
     @property
     def defaults(self):
@@ -56,19 +68,52 @@ class EMOModelHandle:
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
 
+    def largest_network_bytes(self) -> int:
+        """The largest network the pipeline moves in on its own in low-VRAM mode."""
+        sizes = [sum(t.numel() * t.element_size() for t in getattr(self.model, name).parameters())
+                 for name in EMOPipeline.OFFLOADED]
+        small = self.size_bytes() - sum(sizes)  # the networks that stay on the device
+        return max(sizes) + small
+
+    def activation_bytes(self, size: int | None = None, frames: int | None = None) -> int:
+        """A generous estimate of the memory one clip's denoising needs beyond the weights: the
+        widest feature maps of the backbone for both guidance rows, with room for attention and
+        the VAE decode (measured peaks of bench/benchmark.py at 512 px sit below it)."""
+        defaults = self.defaults
+        size = size or defaults.size
+        frames = frames or defaults.frames_per_clip
+        width = self.model.config.unet.block_out_channels[0]
+        cells = (size // self.model.config.latent_scale) ** 2
+        return 2 * frames * cells * width * self.dtype.itemsize * 48
+
     @contextlib.contextmanager
-    def loaded(self):
-        """Use the model on its compute device: make room first (ComfyUI unloads its own models
-        if needed), and move it back to the offload device afterwards if memory is short."""
+    def loaded(self, size: int | None = None, frames: int | None = None):
+        """The model as an EMOPipeline on its compute device for one run."""
         device = self.load_device
-        if self.model.device != device:
+        needed = self.activation_bytes(size, frames)
+        total = services.total_memory(device) if device.type != "cpu" else None
+        fits = total is None or self.size_bytes() + needed < 0.9 * total
+        if device.type != "cpu" and (services.low_vram() or not fits):
+            yield self._offloaded_pipeline(device, needed)
+            return
+        if self.patcher is not None:
+            services.load_through_comfyui(self.patcher, needed)
+        elif self.model.device != device:
             services.make_room(device, int(self.size_bytes() * 1.3))
             logger.info("EMO: moving %s to %s", self.name, device)
             self.model.to(device)
         try:
             yield EMOPipeline(self.model)
         finally:
-            self._offload_if_short(device)
+            if self.patcher is None:
+                self._offload_if_short(device)
+
+    def _offloaded_pipeline(self, device: torch.device, needed: int) -> EMOPipeline:
+        logger.info("EMO: low VRAM: %s runs with its networks moved in one at a time", self.name)
+        if self.patcher is not None and self.model.device == device:
+            self.patcher.detach()  # loaded by an earlier run: back to the offload device first
+        services.make_room(device, self.largest_network_bytes() + needed)
+        return EMOPipeline(self.model, device=device, offload=True)
 
     def _offload_if_short(self, device: torch.device) -> None:
         if device == self.offload_device or device.type == "cpu":
@@ -88,31 +133,29 @@ def _check_precision(node: str, precision: str) -> None:
 
 def _on_device(node: str, model: EMOModel, name: str, dtype: torch.dtype, device: torch.device,
                info: dict) -> EMOModelHandle:
-    """A model built on the CPU -> a handle with the model on `device` in `dtype`."""
+    """A model built on the CPU -> a handle for running it on `device` in `dtype` (it moves there
+    for its first run, through ComfyUI's model management)."""
     model.to(dtype=dtype)
     handle = EMOModelHandle(model=model, name=name, load_device=device, offload_device=services.offload_device(),
                             dtype=dtype, info=info)
-    if device.type != "cpu":
-        services.make_room(device, int(handle.size_bytes() * 1.3))
-        model.to(device)
     logger.info("%s: %s (%s) on %s as %s", node, name, model.config.name, device, dtype)
     return handle
 
 
 def load_model(ckpt_name: str, precision: str = "auto") -> EMOModelHandle:
     """Load a checkpoint by name from the EMO model folders (the loader node's body)."""
-    _check_precision("EMOModelLoader", precision)
+    _check_precision("EMO Load Checkpoint", precision)
     path = services.resolve_checkpoint(ckpt_name)
     device = services.torch_device()
     dtype = services.pick_dtype(precision, device)
     offload = services.offload_device()
-    services.make_room(device, path.stat().st_size * 2)
     try:
-        # Weights go straight to the compute device; the GPU copy is the only one kept.
-        model = load_checkpoint(path, device=device, dtype=dtype)
+        # Loaded onto the offload device; the first run moves it in through ComfyUI's model
+        # management, which makes room first.
+        model = load_checkpoint(path, device=offload, dtype=dtype)
     except CheckpointError as error:
-        raise ValueError(f"EMOModelLoader: {error}") from error
-    logger.info("EMOModelLoader: loaded %s (%s) on %s as %s", ckpt_name, model.config.name, device, dtype)
+        raise ValueError(f"EMO Load Checkpoint: {error}") from error
+    logger.info("EMO Load Checkpoint: loaded %s (%s) for %s as %s", ckpt_name, model.config.name, device, dtype)
     return EMOModelHandle(model=model, name=ckpt_name, load_device=device, offload_device=offload,
                           dtype=dtype, path=path)
 
@@ -124,11 +167,11 @@ class EMOModelLoader:
         "ComfyUI/models/emo or an 'emo:' folder in extra_model_paths.yaml. ComfyUI keeps it "
         "loaded while the inputs stay the same."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The loaded EMO model: connect it to AudioEncode and EMOSampler.",)
+    OUTPUT_TOOLTIPS = ("The loaded EMO model: connect it to EMO Audio Encode and EMO Sampler.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -151,7 +194,7 @@ class EMOModelLoader:
 
 
 # ---- EMOComponentLoader ---------------------------------------------------------------------------
-COMPONENT_NODE = "EMOComponentLoader"
+COMPONENT_NODE = "EMO Build From SD1.5 Parts"
 NEW_LAYERS_WARNING = (
     "the audio projection, speed and face-locator layers (and the temporal layers a motion module does "
     "not provide) are freshly initialised: this model is a starting point for training, or for testing "
@@ -193,9 +236,9 @@ class EMOComponentLoader:
         "motion module. The audio projection, speed and face-locator layers are freshly initialised, "
         "so this model is a starting point for training (or for testing a graph), not a lip-syncing "
         "model: its videos will not follow the voice. For talking videos load a trained checkpoint "
-        "with EMOModelLoader, or Hallo's weights with EMOHalloLoader."
+        "with EMO Load Checkpoint, or Hallo's weights with EMO Load Hallo."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)
@@ -243,7 +286,7 @@ class EMOComponentLoader:
 
 
 # ---- EMOHalloLoader --------------------------------------------------------------------------------
-HALLO_NODE = "EMOHalloLoader"
+HALLO_NODE = "EMO Load Hallo"
 
 
 def load_hallo(net_name: str, vae_name: str, wav2vec2_name: str, precision: str = "auto", *,
@@ -273,13 +316,13 @@ class EMOHalloLoader:
         "The model runs in Hallo mode (16-frame clips, 2 motion frames, zero-SNR v-prediction). Without "
         "an insightface face embedding the identity comes from the reference image alone. Converting "
         "is slow; converting once with `python -m emo convert --from hallo ...` into ComfyUI/models/emo "
-        "and using EMOModelLoader loads faster."
+        "and using EMO Load Checkpoint loads faster."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("Hallo as an EMO model (Hallo mode): connect it to AudioEncode and EMOSampler.",)
+    OUTPUT_TOOLTIPS = ("Hallo as an EMO model (Hallo mode): connect it to EMO Audio Encode and EMO Sampler.",)
 
     @classmethod
     def INPUT_TYPES(cls):

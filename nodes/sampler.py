@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from emo.audio import AudioFeatures
-from emo.face import FaceNotFoundError
+from emo.faces.boxes import FaceNotFoundError
 from emo.image import to_pil
 from emo.pipeline import GenerationSettings, num_clips
+from emo.runtime.reference import crop_mask
 from emo.schedulers import SCHEDULERS
 
 from . import comfy_services as services
@@ -21,7 +22,7 @@ from .speed import EMOSpeed
 
 logger = logging.getLogger(__name__)
 
-NODE = "EMOSampler"
+NODE = "EMO Sampler"
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -29,8 +30,8 @@ def align_mask(mask: torch.Tensor, reference: EMOReference) -> torch.Tensor:
     """A MASK for the reference -> [H, W] in the prepared reference's pixels.
 
     A mask of the prepared (square) image is used as it is; a mask of the *source* image
-    (before LoadReference cropped it) is cropped the same way; any other square mask is
-    resized by the pipeline.
+    (before LoadReference cropped it) is cropped the same way (emo.runtime.reference.crop_mask);
+    any other square mask is resized by the pipeline.
     """
     if mask.dim() == 3:
         if mask.shape[0] > 1:
@@ -45,16 +46,12 @@ def align_mask(mask: torch.Tensor, reference: EMOReference) -> torch.Tensor:
         return mask
     source = (reference.info.get("source_height"), reference.info.get("source_width"))
     if (height, width) == source and "box" in reference.info:
-        x0, y0, x1, y1 = reference.info["box"]
-        canvas = mask.new_zeros(y1 - y0, x1 - x0)  # outside the source image: no face
-        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-        canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = mask[sy0:sy1, sx0:sx1]
-        return F.interpolate(canvas[None, None], size=(size, size), mode="nearest-exact")[0, 0]
+        return crop_mask(mask, reference.info, size)
     if height == width:
         return mask  # the prepared image at another resolution; the pipeline resizes it
     raise ValueError(
         f"{NODE}: the face_mask is {width}x{height} but the reference is {size}x{size} (cropped from a "
-        f"{source[1]}x{source[0]} image); make the mask from LoadReference's image output"
+        f"{source[1]}x{source[0]} image); make the mask from EMO Load Reference's image output"
     )
 
 
@@ -96,76 +93,134 @@ def _check_speed_range(speed: EMOSpeed, model: EMOModelHandle) -> None:
                        "be erratic", NODE, outside, low, high)
 
 
-def sample(model: EMOModelHandle, reference: EMOReference, audio_features: AudioFeatures, seed: int,
-           steps: int, cfg: float, scheduler: str, frames_per_clip: int, motion_frames: int,
-           face_mask: torch.Tensor | None = None, speed: EMOSpeed | None = None,
-           node_id: str | None = None, region_weights: tuple[float, float, float] | None = None,
-           ) -> tuple[torch.Tensor, float, dict]:
-    """The node's body: (frames [F, H, W, 3], fps, readout). region_weights: Hallo models'
-    (pose, face, lip) audio weights (None: the checkpoint's; ignored by EMO models)."""
+@dataclass
+class SamplingRun:
+    """One sampler run, checked and planned: `clips()` yields the frames clip by clip."""
+
+    model: EMOModelHandle
+    reference: EMOReference
+    audio_features: AudioFeatures
+    settings: GenerationSettings
+    resolved: GenerationSettings
+    mask: torch.Tensor | None
+    speed: EMOSpeed | None
+    info: dict  # the readout web/emo.js shows: frames, fps, seconds, clips
+    node: str = NODE
+
+    @property
+    def total(self) -> int:
+        return self.audio_features.num_frames
+
+    @property
+    def fps(self) -> float:
+        return float(self.audio_features.fps)
+
+    def clips(self):
+        """The video's frames, (n, S, S, 3) float 0..1 per clip, with ComfyUI's progress bar,
+        previews and Cancel; exactly `total` frames in all."""
+        resolved, node = self.resolved, self.node
+        steps, clips = resolved.steps, self.info["clips"]
+        progress = services.Progress(clips * steps)
+        previews = services.latent_previews_enabled()
+
+        def on_step(p) -> None:
+            # Each step: the middle frame of the clip being denoised (noisy early, sharper later);
+            # each finished clip below: its last decoded frame.
+            shown = p.denoised if p.denoised is not None else p.latents  # clean estimate looks like the result
+            preview = latent_preview(shown) if previews and shown is not None else None
+            progress.update_absolute(p.clip * p.num_steps + p.step, preview_image=preview)
+
+        def should_cancel() -> bool:
+            services.check_interrupted()  # raises ComfyUI's own interrupt inside ComfyUI
+            return False
+
+        done = 0
+        with self.model.loaded(self.reference.size, resolved.frames_per_clip) as pipeline:
+            try:
+                for clip, chunk in enumerate(pipeline.iter_clips(
+                        self.reference.image, self.audio_features, face_mask=self.mask,
+                        speed=self.speed.for_pipeline() if self.speed is not None else None, settings=self.settings,
+                        callback=on_step, should_cancel=should_cancel)):
+                    done += chunk.shape[0]
+                    progress.update_absolute((clip + 1) * steps, preview_image=to_pil(chunk[-1]))
+                    yield chunk
+            except FaceNotFoundError as error:
+                raise ValueError(
+                    f"{node}: no face found in the reference to place the face region; connect EMO Face Region "
+                    "Mask (with its 'mask' override if detection fails there too) to the face_mask input"
+                ) from error
+            except ValueError as error:
+                raise ValueError(f"{node}: {error}") from error
+        if done != self.total:  # the pipeline promises exactly one frame per audio frame
+            raise RuntimeError(f"{node}: the pipeline produced {done} frames for {self.total} audio frames")
+        logger.info("%s: %d frames (%d clips of %d, %d steps, cfg %g) at %g fps", node, self.total, clips,
+                    resolved.frames_per_clip, steps, resolved.guidance_scale, self.fps)
+
+
+def start_sampling(model: EMOModelHandle, reference: EMOReference, audio_features: AudioFeatures, seed: int,
+                   steps: int, cfg: float, scheduler: str, frames_per_clip: int, motion_frames: int,
+                   face_mask: torch.Tensor | None = None, speed: EMOSpeed | None = None,
+                   node_id: str | None = None, region_weights: tuple[float, float, float] | None = None,
+                   node: str = NODE) -> SamplingRun:
+    """Check the inputs and plan the run (nothing is computed yet). Widgets at their
+    "checkpoint's own" values (steps 0, cfg -1, frames_per_clip 0, motion_frames -1) leave the
+    setting to the checkpoint. region_weights: (pose, face, lip) audio weights of models with
+    regional audio (None: the checkpoint's; ignored by the others)."""
     for name, value, expected, source in (
-        ("model", model, EMOModelHandle, "EMOModelLoader"),
-        ("reference", reference, EMOReference, "LoadReference"),
-        ("audio_features", audio_features, AudioFeatures, "AudioEncode"),
+        ("model", model, EMOModelHandle, "EMO Load Checkpoint"),
+        ("reference", reference, EMOReference, "EMO Load Reference"),
+        ("audio_features", audio_features, AudioFeatures, "EMO Audio Encode"),
     ):
         if not isinstance(value, expected):
-            raise ValueError(f"{NODE}: the {name} input must come from {source}, got {type(value).__name__}")
+            raise ValueError(f"{node}: the {name} input must come from {source}, got {type(value).__name__}")
     if speed is not None and not isinstance(speed, EMOSpeed):
-        raise ValueError(f"{NODE}: the speed input must come from SpeedControl, got {type(speed).__name__}")
+        raise ValueError(f"{node}: the speed input must come from EMO Speed Control, got {type(speed).__name__}")
     if scheduler not in SCHEDULERS:
-        raise ValueError(f"{NODE}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    mask = align_mask(face_mask, reference) if face_mask is not None else None
+        raise ValueError(f"{node}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    mask = align_mask(face_mask, reference) if face_mask is not None else reference.mask
     if speed is not None:
         _check_speed_range(speed, model)
-    if reference.size != model.defaults.size:
-        logger.info("%s: the reference is %d px but %s was trained at %d px", NODE, reference.size,
-                    model.name, model.defaults.size)
-
-    total = audio_features.num_frames
     fps = audio_features.fps
-    clips = num_clips(total, frames_per_clip)
-    info = readout(total, fps, audio_features.duration_seconds(), clips)
-    services.send_ui_message("emo.plan", {"node": node_id, **info})
-    settings = GenerationSettings(size=reference.size, fps=fps, frames_per_clip=frames_per_clip,
-                                  motion_frames=motion_frames, steps=steps, guidance_scale=cfg,
+    settings = GenerationSettings(size=reference.size, fps=fps, frames_per_clip=frames_per_clip or None,
+                                  motion_frames=None if motion_frames < 0 else motion_frames,
+                                  steps=steps or None, guidance_scale=None if cfg < 0 else cfg,
                                   seed=seed, scheduler=scheduler, region_scales=region_weights)
-    progress = services.Progress(clips * steps)
-    previews = services.latent_previews_enabled()
+    try:
+        resolved = settings.resolve(model.defaults)
+    except ValueError as error:
+        raise ValueError(f"{node}: {error}") from error
+    info = readout(audio_features.num_frames, fps, audio_features.duration_seconds(),
+                   num_clips(audio_features.num_frames, resolved.frames_per_clip))
+    warning = size_warning(reference.size, model)
+    if warning:
+        info["warning"] = warning
+        logger.warning("%s: %s", node, warning)
+    services.send_ui_message("emo.plan", {"node": node_id, **info})
+    return SamplingRun(model=model, reference=reference, audio_features=audio_features, settings=settings,
+                       resolved=resolved, mask=mask, speed=speed, info=info, node=node)
 
-    def on_step(p) -> None:
-        # Each step: the middle frame of the clip being denoised (noisy early, sharper later);
-        # each finished clip below: its last decoded frame.
-        shown = p.denoised if p.denoised is not None else p.latents  # clean estimate looks like the result
-        preview = latent_preview(shown) if previews and shown is not None else None
-        progress.update_absolute(p.clip * p.num_steps + p.step, preview_image=preview)
 
-    def should_cancel() -> bool:
-        services.check_interrupted()  # raises ComfyUI's own interrupt inside ComfyUI
-        return False
+def size_warning(size: int, model: EMOModelHandle) -> str | None:
+    """The one-line note shown on the node when the reference is not the size the model was
+    trained at (a user's choice, but rarely a good one)."""
+    trained = model.defaults.size
+    if size == trained:
+        return None
+    return (f"{model.name} was trained at {trained} px; at {size} px expect {'blur and drift' if size > trained else 'lost detail'}"
+            f" (set EMO Load Reference's size to 0 for the model's own)")
 
+
+def sample(*args, **kwargs) -> tuple[torch.Tensor, float, dict]:
+    """EMOSampler's body: (frames [F, H, W, 3], fps, readout); arguments as `start_sampling`."""
+    run = start_sampling(*args, **kwargs)
     # The IMAGE output is the one full copy of the video; clips are written into it as they come.
-    frames = torch.empty(total, reference.size, reference.size, 3, dtype=torch.float32)
+    size = run.reference.size
+    frames = torch.empty(run.total, size, size, 3, dtype=torch.float32)
     done = 0
-    with model.loaded() as pipeline:
-        try:
-            for clip, chunk in enumerate(pipeline.iter_clips(
-                    reference.image, audio_features, face_mask=mask,
-                    speed=speed.for_pipeline() if speed is not None else None, settings=settings,
-                    callback=on_step, should_cancel=should_cancel)):
-                frames[done:done + chunk.shape[0]] = chunk
-                done += chunk.shape[0]
-                progress.update_absolute((clip + 1) * steps, preview_image=to_pil(chunk[-1]))
-        except FaceNotFoundError as error:
-            raise ValueError(
-                f"{NODE}: no face found in the reference to place the face region; connect FaceRegionMask "
-                "(with its 'mask' override if detection fails there too) to the face_mask input"
-            ) from error
-        except ValueError as error:
-            raise ValueError(f"{NODE}: {error}") from error
-    if done != total:  # the pipeline promises exactly one frame per audio frame
-        raise RuntimeError(f"{NODE}: the pipeline produced {done} frames for {total} audio frames")
-    logger.info("%s: %d frames (%d clips of %d) at %g fps", NODE, total, clips, frames_per_clip, fps)
-    return frames, float(fps), info
+    for chunk in run.clips():
+        frames[done:done + chunk.shape[0]] = chunk
+        done += chunk.shape[0]
+    return frames, run.fps, run.info
 
 
 class EMOSampler:
@@ -173,39 +228,40 @@ class EMOSampler:
         "Generates the talking or singing video: clip after clip of frames_per_clip frames, each "
         "continuing from the last motion_frames of the previous one, lips driven by the audio "
         "tokens, identity by the reference, head motion by the speed. Outputs IMAGE frames (for "
-        "upscalers, interpolators, VideoCombine) and their frame rate."
+        "upscalers, interpolators, EMO Video Combine) and their frame rate."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/sampling"
     FUNCTION = "sample"
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("frames", "fps")
     OUTPUT_TOOLTIPS = (
         "All video frames, one per audio frame.",
-        "Their frame rate (the rate AudioEncode used); connect it to VideoCombine's frame_rate.",
+        "Their frame rate (the rate EMO Audio Encode used); connect it to EMO Video Combine's frame_rate.",
     )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("EMO_MODEL", {"tooltip": "From EMOModelLoader."}),
-                "reference": ("EMO_REFERENCE", {"tooltip": "The portrait, from LoadReference."}),
+                "model": ("EMO_MODEL", {"tooltip": "From EMO Load Checkpoint."}),
+                "reference": ("EMO_REFERENCE", {"tooltip": "The portrait, from EMO Load Reference."}),
                 "audio_features": ("EMO_AUDIO", {
-                    "tooltip": "Per-frame audio tokens from AudioEncode; they fix the frame count and fps.",
+                    "tooltip": "Per-frame audio tokens from EMO Audio Encode; they fix the frame count and fps.",
                 }),
                 "seed": ("INT", {
                     "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                     "tooltip": "Noise seed; the same seed and inputs give the same video.",
                 }),
                 "steps": ("INT", {
-                    "default": 40, "min": 1, "max": 200,
-                    "tooltip": "Denoising steps per clip (EMO: 40 DDIM steps). Time grows linearly.",
+                    "default": 0, "min": 0, "max": 200,
+                    "tooltip": "Denoising steps per clip; 0 = the checkpoint's own (EMO and Hallo: 40; the demo "
+                               "model: 20). Time grows linearly.",
                 }),
                 "cfg": ("FLOAT", {
-                    "default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01,
-                    "tooltip": "Classifier-free guidance on audio and reference; <= 1 turns it off "
-                               "(twice as fast). Higher follows the lips/identity more strictly. The bundled "
-                               "demo model wants 2.0: higher overdrives its head motion.",
+                    "default": -1.0, "min": -1.0, "max": 20.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Classifier-free guidance on audio and reference; -1 = the checkpoint's own (EMO "
+                               "and Hallo: 3.5; the demo model: 2.0); <= 1 turns it off (twice as fast). Higher "
+                               "follows the lips/identity more strictly.",
                 }),
                 "scheduler": (list(SCHEDULERS), {
                     "default": "ddim",
@@ -213,22 +269,23 @@ class EMOSampler:
                                "quality in fewer steps.",
                 }),
                 "frames_per_clip": ("INT", {
-                    "default": 12, "min": 1, "max": 64,
-                    "tooltip": "Frames generated together (EMO: 12). More is smoother but needs more memory.",
+                    "default": 0, "min": 0, "max": 64,
+                    "tooltip": "Frames generated together; 0 = the checkpoint's own (EMO: 12, Hallo: 16). More "
+                               "is smoother but needs more memory.",
                 }),
                 "motion_frames": ("INT", {
-                    "default": 4, "min": 0, "max": 32,
-                    "tooltip": "Frames of the previous clip each clip continues from (EMO: 4); 0 makes clips "
-                               "independent (jumps at clip borders).",
+                    "default": -1, "min": -1, "max": 32,
+                    "tooltip": "Frames of the previous clip each clip continues from; -1 = the checkpoint's own "
+                               "(EMO: 4, Hallo: 2); 0 makes clips independent (jumps at clip borders).",
                 }),
             },
             "optional": {
                 "face_mask": ("MASK", {
-                    "tooltip": "Where the face may move, from FaceRegionMask. Without it the face is "
+                    "tooltip": "Where the face may move, from EMO Face Region Mask. Without it the face is "
                                "detected in the reference.",
                 }),
                 "speed": ("EMO_SPEED", {
-                    "tooltip": "Head-motion speed from SpeedControl. Without it the checkpoint's default "
+                    "tooltip": "Head-motion speed from EMO Speed Control. Without it the checkpoint's default "
                                "(speech) is used.",
                 }),
                 **{f"{region}_weight": ("FLOAT", {

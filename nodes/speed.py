@@ -34,7 +34,7 @@ def parse_keyframes(text: str) -> tuple[tuple[float, float], ...]:
 
     Blank lines and '#' comments are ignored.
     """
-    node = "SpeedControl"
+    node = "EMO Speed Control"
     pairs = []
     entries = [part for line in text.splitlines() for part in line.split("#", 1)[0].split(",")]
     for number, entry in enumerate(entries, start=1):
@@ -62,7 +62,7 @@ def parse_keyframes(text: str) -> tuple[tuple[float, float], ...]:
 
 def make_speed(speed: float, keyframes: str = "") -> EMOSpeed:
     if not math.isfinite(speed) or speed < 0:
-        raise ValueError(f"SpeedControl: speed must be >= 0, got {speed}")
+        raise ValueError(f"EMO Speed Control: speed must be >= 0, got {speed}")
     return EMOSpeed(speed=float(speed), keyframes=parse_keyframes(keyframes or ""))
 
 
@@ -71,11 +71,11 @@ class EMOSpeedControl:
         "Sets how much and how fast the head moves (EMO's speed layers). One value for the whole "
         "video, or keyframes that change it over time (linearly interpolated)."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/conditioning"
     FUNCTION = "make"
     RETURN_TYPES = ("EMO_SPEED",)
     RETURN_NAMES = ("speed",)
-    OUTPUT_TOOLTIPS = ("Head-motion speed for EMOSampler.",)
+    OUTPUT_TOOLTIPS = ("Head-motion speed for EMO Sampler.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -15,7 +15,7 @@ from .audio import audio_waveform
 
 logger = logging.getLogger(__name__)
 
-NODE = "VideoCombine"
+NODE = "EMO Video Combine"
 # Widget value -> emo.video format. The names are VideoHelperSuite's, so they read the same.
 FORMATS = {
     "video/h264-mp4": "h264-mp4",
@@ -29,7 +29,7 @@ def _check_images(images) -> torch.Tensor:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"{NODE}: expected IMAGE frames [N, H, W, 3], got {shape}")
     if images.shape[0] == 0:
-        raise ValueError(f"{NODE}: got no frames (an empty IMAGE batch); connect EMOSampler's frames")
+        raise ValueError(f"{NODE}: got no frames (an empty IMAGE batch); connect EMO Sampler's frames")
     return images
 
 
@@ -64,23 +64,29 @@ def _metadata(prompt, extra_pnginfo) -> dict[str, str]:
     return metadata
 
 
-def combine(images: torch.Tensor, frame_rate: float, filename_prefix: str, format: str, crf: int,
-            save_output: bool, audio=None, prompt=None, extra_pnginfo=None) -> tuple[Path, dict]:
-    """The node's body: write the file, return (path, preview entry)."""
-    images = _check_images(images)
+def check_video_settings(node: str, format: str, crf: int, frame_rate: float) -> None:
     if format not in FORMATS:
-        raise ValueError(f"{NODE}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        raise ValueError(f"{node}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     spec = VIDEO_FORMATS[FORMATS[format]]
     if not 0 <= crf <= spec.crf_max:
-        raise ValueError(f"{NODE}: crf {crf} is outside 0..{spec.crf_max}, the range of {format}; 19 is a good "
+        raise ValueError(f"{node}: crf {crf} is outside 0..{spec.crf_max}, the range of {format}; 19 is a good "
                          "default for h264, 32 for webm")
     if not frame_rate > 0:
-        raise ValueError(f"{NODE}: frame_rate must be > 0, got {frame_rate}")
+        raise ValueError(f"{node}: frame_rate must be > 0, got {frame_rate}")
+
+
+def encode(chunks, width: int, height: int, frame_rate: float, filename_prefix: str, format: str, crf: int,
+           save_output: bool, audio=None, prompt=None, extra_pnginfo=None, node: str = NODE) -> tuple[Path, dict]:
+    """Stream frame chunks (n, H, W, 3) into a new numbered file in ComfyUI's output (or temp)
+    folder, written atomically; returns (path, preview entry). Settings are checked by the caller
+    (`check_video_settings`) before any frame is made."""
     kind = "output" if save_output else "temp"
-    height, width = int(images.shape[1]), int(images.shape[2])
     folder, stem, counter, subfolder = services.save_path(filename_prefix, kind, width, height)
-    path = folder / f"{stem}_{counter:05}{spec.extensions[0]}"
-    write_video(path, _chunks(images), frame_rate, audio=_audio_for_muxing(audio), format=FORMATS[format],
+    # stem_00001_.mp4: the form ComfyUI's counter recognises (core SaveVideo writes it), so the
+    # next run gets the next number instead of overwriting this file.
+    path = folder / f"{stem}_{counter:05}_{VIDEO_FORMATS[FORMATS[format]].extensions[0]}"
+    counted = _Counter(chunks)
+    write_video(path, counted, frame_rate, audio=_audio_for_muxing(audio), format=FORMATS[format],
                 crf=crf, metadata=_metadata(prompt, extra_pnginfo))
     entry = {
         "filename": path.name,
@@ -88,12 +94,34 @@ def combine(images: torch.Tensor, frame_rate: float, filename_prefix: str, forma
         "type": kind,
         "format": format,
         "frame_rate": float(frame_rate),
-        "frame_count": int(images.shape[0]),
+        "frame_count": counted.frames,
         "has_audio": audio is not None,
         "fullpath": str(path),
     }
-    logger.info("%s: wrote %s (%d frames at %g fps)", NODE, path, images.shape[0], frame_rate)
+    logger.info("%s: wrote %s (%d frames at %g fps)", node, path, counted.frames, frame_rate)
     return path, entry
+
+
+class _Counter:
+    """Passes chunks through, counting their frames."""
+
+    def __init__(self, chunks):
+        self.chunks, self.frames = chunks, 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.frames += int(chunk.shape[0])
+            yield chunk
+
+
+def combine(images: torch.Tensor, frame_rate: float, filename_prefix: str, format: str, crf: int,
+            save_output: bool, audio=None, prompt=None, extra_pnginfo=None) -> tuple[Path, dict]:
+    """The node's body: write the file, return (path, preview entry)."""
+    images = _check_images(images)
+    check_video_settings(NODE, format, crf, frame_rate)
+    height, width = int(images.shape[1]), int(images.shape[2])
+    return encode(_chunks(images), width, height, frame_rate, filename_prefix, format, crf, save_output, audio,
+                  prompt, extra_pnginfo)
 
 
 class EMOVideoCombine:
@@ -103,7 +131,7 @@ class EMOVideoCombine:
         "sound (hover to unmute). Frames are encoded as they are read: no second copy of the video "
         "is held in memory. Inputs follow VideoHelperSuite's Video Combine."
     )
-    CATEGORY = "EMO"
+    CATEGORY = "EMO/video"
     FUNCTION = "combine"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING", "VIDEO")
@@ -118,10 +146,10 @@ class EMOVideoCombine:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "The frames, e.g. EMOSampler's output or an upscaler's."}),
+                "images": ("IMAGE", {"tooltip": "The frames, e.g. EMO Sampler's output or an upscaler's."}),
                 "frame_rate": ("FLOAT", {
                     "default": 25.0, "min": 1.0, "max": 240.0, "step": 0.01,
-                    "tooltip": "Frames per second. Connect EMOSampler's fps so picture and sound stay in "
+                    "tooltip": "Frames per second. Connect EMO Sampler's fps so picture and sound stay in "
                                "sync (double it after a 2x frame interpolator).",
                 }),
                 "filename_prefix": ("STRING", {
@@ -146,7 +174,7 @@ class EMOVideoCombine:
             },
             "optional": {
                 "audio": ("AUDIO", {
-                    "tooltip": "Sound to mux in, starting with the first frame: AudioEncode's audio output "
+                    "tooltip": "Sound to mux in, starting with the first frame: EMO Audio Encode's audio output "
                                "keeps it in sync.",
                 }),
             },

@@ -14,7 +14,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from emo.models import EMOModel
+    from emo.model import EMOModel
 
     return randomize_(EMOModel.from_preset("tiny", seed=0))
 

@@ -34,6 +34,23 @@ def missing_fixture(what: str) -> None:
     pytest.skip(message)
 
 
+def require_onnxruntime() -> None:
+    """At a test module's top: skip the module without onnxruntime (a developer's machine), fail
+    in CI, where requirements-test.txt installs it and the vocal parity proofs must run."""
+    import importlib
+
+    import pytest
+
+    try:
+        importlib.import_module("onnxruntime")
+    except ImportError:
+        message = "onnxruntime is not installed (pip install -r requirements-test.txt)"
+        if fixtures_required():
+            pytest.fail(message + f"; {FIXTURES_REQUIRED_ENV} is set, so this fails instead of skipping",
+                        pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+
+
 def discover(folder: Path, pattern: str) -> list[Path]:
     """Every fixture matching `pattern` in `folder` (sorted); tests never hard-code fixture names."""
     return sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []

@@ -1,13 +1,15 @@
 // ComfyUI front-end extension of the EMO node pack:
-// - VideoCombine: plays the written video inside the node, muted until the pointer is over it;
-// - AudioEncode / EMOSampler: a readout of duration, frame count and clips (the sampler shows
-//   its plan as soon as it starts, from the "emo.plan" message, and the result when done).
+// - EMO Video Combine / EMO Sample To Video: play the written video inside the node, muted until
+//   the pointer is over it;
+// - EMO Audio Encode / EMO Sampler / EMO Sample To Video: a readout of duration, frame count and
+//   clips (the samplers show their plan as soon as they start, from the "emo.plan" message, and
+//   the result when done), with a warning line when a setting does not suit the model.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { createVideoPreview, previewUrl, readoutText } from "./emo_preview.js";
 
-const VIDEO_NODE = "EMOVideoCombine";
-const READOUT_NODES = new Set(["EMOAudioEncode", "EMOSampler"]);
+const VIDEO_NODES = new Set(["EMOVideoCombine", "EMOSampleToVideo"]);
+const READOUT_NODES = new Set(["EMOAudioEncode", "EMOSampler", "EMOSampleToVideo"]);
 const CAPTION_HEIGHT = 18;
 
 function chainCallback(prototype, name, callback) {
@@ -47,12 +49,14 @@ function setReadout(node, text) {
     element.style.fontSize = "11px";
     element.style.opacity = "0.85";
     element.style.padding = "2px 6px";
-    element.style.whiteSpace = "nowrap";
+    element.style.whiteSpace = "pre-wrap";
     widget = node.addDOMWidget("emo_readout", "emo_readout", element, { serialize: false });
-    widget.computeSize = (width) => [width, 20];
     widget.emoElement = element;
   }
+  const lines = text.split("\n").length;
+  widget.computeSize = (width) => [width, 6 + 16 * lines];
   widget.emoElement.textContent = text;
+  widget.emoElement.style.color = text.includes("⚠") ? "#e8b04a" : "";
   fitNode(node);
 }
 
@@ -67,7 +71,7 @@ app.registerExtension({
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name === VIDEO_NODE) {
+    if (VIDEO_NODES.has(nodeData.name)) {
       chainCallback(nodeType.prototype, "onNodeCreated", function () {
         addVideoPreview(this);
       });

@@ -34,13 +34,17 @@ export function formatDuration(seconds) {
   return `${minutes}:${restText}`;
 }
 
-/** The readout on AudioEncode / EMOSampler: {seconds, frames, fps, clips?, done?}. */
+/**
+ * The readout on AudioEncode / EMOSampler: {seconds, frames, fps, clips?, running?, warning?};
+ * a warning (e.g. a size the model was not trained at) goes on a second line.
+ */
 export function readoutText(data) {
   if (!data) return "";
   const parts = [formatDuration(data.seconds), `${data.frames} frames @ ${Number(data.fps.toFixed(3))} fps`];
   if (data.clips !== undefined) parts.push(`${data.clips} clip${data.clips === 1 ? "" : "s"}`);
   let text = parts.join(" · ");
   if (data.running) text = "sampling: " + text;
+  if (data.warning) text += "\n⚠ " + data.warning;
   return text;
 }
 

@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from ..checkpoints import read_config
 from ..config import EMOConfig
-from ..models import EMOModel
+from ..model import EMOModel
 
 
 def load_components(path, names: tuple[str, ...], *, device="cpu") -> tuple[EMOConfig, dict[str, torch.nn.Module]]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..runtime.output import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +28,8 @@ ARRAYS = ("frames", "latents", "boxes", "speed", "audio", "waveform")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temp:
+        temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(root: Path) -> dict[str, dict]:

@@ -1,6 +1,6 @@
 """Face tracking over a video and its cutting into clips, for `emo prepare`.
 
-Per frame, OpenCV's Haar cascade (`emo.face.detect_face_boxes`) finds faces; the tracker keeps
+Per frame, OpenCV's Haar cascade (`emo.faces.haar.detect_face_boxes`) finds faces; the tracker keeps
 the one that overlaps the previous box most (else the largest), fills short misses by linear
 interpolation, and smooths the box path, since Haar boxes jitter by a few pixels from frame to
 frame and that jitter would read as head motion. A clip is a stretch of frames with a tracked
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..face import detect_face_boxes
+from ..faces.haar import detect_face_boxes
 
 logger = logging.getLogger(__name__)
 

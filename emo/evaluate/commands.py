@@ -6,9 +6,9 @@ Registered in emo/cli.py's COMMAND_MODULES; heavy imports happen only when a com
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..runtime.output import atomic_output
 
 
 def _speeds(text: str) -> tuple[float, ...]:
@@ -39,15 +39,12 @@ def cmd_synth(args) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as file:
-        json.dump(data, file, indent=2)
-    os.replace(temp, path)
+    with atomic_output(path) as temp:
+        temp.write_text(json.dumps(data, indent=2))
 
 
 def cmd_evaluate(args) -> None:
-    from ..cli import pick_device, pick_dtype
+    from ..runtime.devices import pick_device, pick_dtype
     from .evaluation import EvaluationOptions, evaluate_checkpoint, format_table
 
     if not Path(args.checkpoint).is_file():

@@ -26,12 +26,12 @@ import torch
 
 from .. import synthetic
 from ..audio import AudioFeatures, frame_count
-from ..face import box_mask, expand_box
+from ..faces.boxes import box_mask, expand_box
 from . import measure, metrics
 
 logger = logging.getLogger(__name__)
 
-FACE_MASK_EXPANSION = 0.2  # as emo.face.face_region_mask's default
+FACE_MASK_EXPANSION = 0.2  # as emo.faces.region.face_region_mask's default
 
 # name -> (comparison, threshold, description)
 TARGETS: dict[str, tuple[str, float, str]] = {

@@ -1,7 +1,7 @@
-"""EMO's networks, one module per component."""
+"""The shared networks of the EMO lineage, one module per component. They name no model family;
+`emo.model.EMOModel` puts them together with a family's own parts."""
 
-from .emo_model import EMOModel
 from .reference_attention import ReferenceFeatures
-from .unet import Backbone, ReferenceNet
+from .unet import Backbone, BackboneOptions, ReferenceNet, ReferenceOptions, SitePlan
 
-__all__ = ["EMOModel", "ReferenceFeatures", "Backbone", "ReferenceNet"]
+__all__ = ["Backbone", "BackboneOptions", "ReferenceFeatures", "ReferenceNet", "ReferenceOptions", "SitePlan"]

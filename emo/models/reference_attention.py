@@ -1,12 +1,13 @@
-"""Reference-attention and audio-attention as diffusers attention processors.
+"""Reference-attention and context attention as diffusers attention processors.
 
 Each spatial transformer block of an SD UNet has a self-attention (`attn1`) and a
-cross-attention (`attn2`). EMO uses them as:
+cross-attention (`attn2`). The EMO lineage uses them as:
 - `attn1` = **reference-attention**: the ReferenceNet runs the same block on the reference image
   and we record the input of its `attn1` (the LayerNorm'd features). In the backbone, each frame's
   `attn1` attends to its own tokens *and* those recorded features (keys/values concatenated along
   the token axis), which carries the identity of the reference into every frame.
-- `attn2` = **audio-attention**: cross-attention from each frame to that frame's audio tokens.
+- `attn2` = cross-attention to a context: in EMO the **audio-attention** (each frame attends to
+  its audio tokens); other families attend to other tokens (e.g. a face embedding's).
 
 Processors are paired by module path (`down_blocks.0.attentions.0.transformer_blocks.0.attn1`),
 which is the same in both UNets. Per-call state travels in `cross_attention_kwargs["emo"]`.
@@ -50,16 +51,16 @@ class AttentionCall:
     batch_size: int  # videos (read) or images (write) in the call
     images_per_item: int = 1  # write: 1 reference + n motion images per item
     reference: ReferenceFeatures | None = None  # read: what to attend to
-    # read: (batch_size,) bool, which rows use the reference (False = the unconditional branch
-    # of classifier-free guidance). None means every row.
-    reference_rows: torch.Tensor | None = None
+    # read: which rows use the reference (False = the unconditional branch of classifier-free
+    # guidance): a tuple of batch_size bools, or a (batch_size,) bool tensor; None = every row.
+    reference_rows: tuple[bool, ...] | torch.Tensor | None = None
     # read: how reference items are spread over the (b f) rows. False: row b*F+i uses item b.
-    # True: item (b*F+i) % B, which is what Hallo's reader does (it tiles `bank[:, 0]` over the
-    # frames), so with guidance every other conditional frame sees the reference computed
-    # with the unconditional face context.
+    # True: item (b*F+i) % B, for a reader that tiles its bank over the frames (so with guidance
+    # every other conditional frame sees the reference item of the other branch).
     tile_reference_items: bool = False
     recorded: dict[str, torch.Tensor] = field(default_factory=dict)  # write: reference tokens
-    # write: also keep every image's tokens (B, 1+n, L, C) in `recorded_all` (Hallo's motion frames)
+    # write: also keep every image's tokens (B, 1+n, L, C) in `recorded_all` (for a family whose
+    # motion-frame features are the attn1 inputs)
     record_all_images: bool = False
     recorded_all: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -106,9 +107,12 @@ class ReferenceAttentionProcessor:
             ref = ref.repeat(frames, 1, 1)  # (B*F, L, C), items tiled: b0, b1, b0, b1, ...
         else:
             ref = ref.repeat_interleave(frames, dim=0)  # (B*F, L, C), row order (b f)
-        if emo.reference_rows is None:
+        rows = emo.reference_rows
+        if rows is None:
             return _attend(attn, hidden_states, torch.cat([hidden_states, ref], dim=1))
-        rows = emo.reference_rows.to(hidden_states.device).repeat_interleave(frames)
+        if not isinstance(rows, torch.Tensor):
+            return _attend_rows_fixed(attn, hidden_states, ref, tuple(bool(r) for r in rows), frames)
+        rows = rows.to(hidden_states.device).repeat_interleave(frames)
         out = torch.empty_like(hidden_states)
         if rows.any():
             h = hidden_states[rows]
@@ -119,10 +123,32 @@ class ReferenceAttentionProcessor:
         return out
 
 
-class AudioAttentionProcessor:
-    """For `attn2`: cross-attention to the per-frame context (audio tokens in the backbone)."""
+def _attend_rows_fixed(attn, hidden_states, ref, rows: tuple[bool, ...], frames: int) -> torch.Tensor:
+    """Reference-attention for rows fixed per call (guidance's [uncond, cond]): each run of
+    equal rows is a slice, so there is no boolean indexing (no host sync, no graph break)."""
+    pieces, start = [], 0
+    while start < len(rows):
+        end = start
+        while end < len(rows) and rows[end] == rows[start]:
+            end += 1
+        h = hidden_states[start * frames:end * frames]
+        if rows[start]:
+            pieces.append(_attend(attn, h, torch.cat([h, ref[start * frames:end * frames]], dim=1)))
+        else:
+            pieces.append(_attend(attn, h, h))
+        start = end
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+class ContextAttentionProcessor:
+    """For `attn2`: cross-attention to the per-frame context (EMO: the audio tokens), its output
+    times `scale` (1 for EMO)."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  emo: AttentionCall | None = None):
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        return _attend(attn, hidden_states, context)
+        out = _attend(attn, hidden_states, context)
+        return out if self.scale == 1.0 else out * self.scale

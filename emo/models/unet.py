@@ -1,25 +1,30 @@
-"""The SD1.5-shaped UNet of EMO, built from diffusers' blocks, in its two roles.
+"""The SD1.5-shaped UNet of the EMO lineage, built from diffusers' blocks, in its two roles.
 
 - `ReferenceNet`: the plain spatial UNet. It runs once per clip on the reference latent and the
-  n motion-frame latents (timestep 0, no text) and returns `ReferenceFeatures`: the
-  `attn1` inputs of the reference image in every transformer block, and the features of the
-  motion frames at every temporal-module site.
+  n motion-frame latents (timestep 0) and returns `ReferenceFeatures`: the `attn1` inputs of the
+  reference image in every transformer block, and the features of the motion frames at every
+  temporal-module site.
 - `Backbone`: the denoising UNet. Every spatial transformer block does reference-attention
-  (`attn1`) and audio-attention (`attn2`); after every (resnet, transformer) pair there is a
-  temporal module (AnimateDiff placement); the face locator's features are added after `conv_in`.
+  (`attn1`) and cross-attention (`attn2`) to a per-frame context; after every (resnet,
+  transformer) pair there is a temporal-module site (AnimateDiff placement), which may also hold
+  an audio module; the face locator's features are added after `conv_in`.
 
 Both carry exactly the parameter names of diffusers' SD1.5 `UNet2DConditionModel`
 (`down_blocks.i.resnets.j`, `down_blocks.i.attentions.j`, ...); the backbone adds
-`*.motion_modules.j` with AnimateDiff's names. Video tensors are (B, C, F, H, W); spatial layers
-see the frames as a batch of B*F images in (b f) order.
+`*.motion_modules.j` with AnimateDiff's names and, where a model family has them,
+`*.audio_modules.j`. Video tensors are (B, C, F, H, W); spatial layers see the frames as a batch
+of B*F images in (b f) order.
 
-With a `HalloConfig` the same classes run Hallo's weights (see `emo.config.HalloConfig`): the
-backbone gains Hallo's regional `audio_modules` and `attn2` attends to face tokens instead.
+What differs between model families (what `attn2` attends to, which sites run their temporal
+module, where the motion-frame features come from, the audio modules) is chosen by options that
+the family passes in (`ReferenceOptions`, `BackboneOptions`); this file names no family.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -28,15 +33,76 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import HalloConfig, TemporalConfig, UNetConfig
+from ..config import TemporalConfig, UNetConfig
 from .reference_attention import (
     AttentionCall,
-    AudioAttentionProcessor,
+    ContextAttentionProcessor,
     ReferenceAttentionProcessor,
     ReferenceFeatures,
 )
-from .region_audio import RegionAudioModule
 from .temporal import MotionModule
+
+LEVEL_KINDS = ("attention", "plain", "mid")  # levels with transformers, without, and the middle
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """What a temporal-module site does, for one kind of level (see LEVEL_KINDS)."""
+
+    temporal: bool = True  # run the site's temporal module
+    motion_frames: bool = True  # prepend the motion frames' features to it
+    audio_scales: bool = True  # hand the per-region audio weights to the site's audio module
+
+
+EVERY_SITE = {kind: SitePlan() for kind in LEVEL_KINDS}
+
+
+@dataclass(frozen=True)
+class SiteGeometry:
+    """Where an audio module sits, for a family's `audio_module` factory: the path and level,
+    the layer within it, the channel count there, and the widths around it."""
+
+    path: str  # "down", "mid" or "up"
+    kind: str  # "attention", "plain" or "mid"
+    level: int  # resolution level, 0 = the latent resolution
+    layer: int
+    channels: int
+    in_channels: int  # the layer's input width (down path), else `channels`
+    skip_channels: int  # the width of the level's last skip (up path), else `channels`
+
+
+AudioModuleFactory = Callable[[UNetConfig, SiteGeometry], nn.Module | None]
+
+
+@dataclass(frozen=True)
+class ReferenceOptions:
+    """How a ReferenceNet hands over its features."""
+
+    # Features of the motion frames for each temporal site: "block_output" (EMO: the output of
+    # the (resnet, transformer) pair at the site) or "attention_input" (the `attn1` inputs of the
+    # transformer before the site; plain levels then have none).
+    motion_source: str = "block_output"
+    # Round every handed-over feature through this dtype (a peer that stores its bank in fp16).
+    feature_dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.motion_source not in ("block_output", "attention_input"):
+            raise ValueError(f"ReferenceOptions: motion_source must be 'block_output' or 'attention_input', "
+                             f"got {self.motion_source!r}")
+
+
+@dataclass(frozen=True)
+class BackboneOptions:
+    """How a backbone uses its conditions."""
+
+    site_plan: Mapping[str, SitePlan] = field(default_factory=lambda: dict(EVERY_SITE))
+    # How reference items spread over the (b f) rows: False: row b*F+i uses item b; True: item
+    # (b*F+i) % B (a reader that tiles its bank over the frames).
+    tile_reference_items: bool = False
+    # Builds the audio module of each site (None: the site has none).
+    audio_module: AudioModuleFactory | None = None
+    # Factor on the `attn2` output (a family that scales its audio cross-attention).
+    context_scale: float = 1.0
 
 
 def _resnet(cfg: UNetConfig, in_ch: int, out_ch: int) -> ResnetBlock2D:
@@ -44,8 +110,8 @@ def _resnet(cfg: UNetConfig, in_ch: int, out_ch: int) -> ResnetBlock2D:
                          eps=cfg.norm_eps, groups=cfg.norm_num_groups)
 
 
-def _transformer(cfg: UNetConfig, ch: int) -> Transformer2DModel:
-    heads = cfg.num_attention_heads
+def _transformer(cfg: UNetConfig, ch: int, level: int) -> Transformer2DModel:
+    heads = cfg.heads_at(level)
     return Transformer2DModel(num_attention_heads=heads, attention_head_dim=ch // heads,
                               in_channels=ch, num_layers=1,
                               cross_attention_dim=cfg.cross_attention_dim,
@@ -58,17 +124,11 @@ def _motion_modules(temporal: TemporalConfig | None, ch: int, count: int, speed_
     return nn.ModuleList([MotionModule(ch, temporal, speed_dim) for _ in range(count)])
 
 
-def _audio_modules(cfg: UNetConfig, hallo: HalloConfig | None, ch: int, widths: list[int]):
-    """Hallo's regional audio modules, one per layer. Hallo builds each with an inner width of
-    heads * (w // heads) for a w that is not always the layer's own width (down levels: the
-    layer's input width; up levels: the skip width), so the widths are passed in."""
-    if hallo is None:
+def _audio_modules(cfg: UNetConfig, factory: AudioModuleFactory | None, sites: list[SiteGeometry]):
+    if factory is None:
         return None
-    heads = cfg.num_attention_heads
-    return nn.ModuleList([
-        RegionAudioModule(ch, heads * (w // heads), heads, hallo.audio_attention_dim, cfg.norm_num_groups)
-        for w in widths
-    ])
+    modules = [factory(cfg, site) for site in sites]
+    return nn.ModuleList(modules) if any(m is not None for m in modules) else None
 
 
 def attention_of_site(site: str) -> str:
@@ -77,39 +137,19 @@ def attention_of_site(site: str) -> str:
 
 
 @dataclass
-class _Region:
-    """Hallo's regional audio inputs for one call."""
-
-    tokens: torch.Tensor  # (N, K, Da) audio tokens per frame
-    masks: list  # per resolution level: [full, face, lip], each (N or 1, H*W)
-    scales: tuple | None  # (pose, face, lip) weights
-
-
-# What a temporal-module site does, per level kind:
-# (run the temporal module, prepend motion frames, weight Hallo's audio regions)
-_EMO_BEHAVIOUR = {"attention": (True, True, True), "plain": (True, True, True), "mid": (True, True, True)}
-_HALLO_BEHAVIOUR = {
-    # Hallo's inference leaves the UNet in train mode with gradient checkpointing on, which takes
-    # its checkpoint branch: plain levels run resnets only; attention levels use motion frames.
-    "train": {"attention": (True, True, True), "plain": (False, False, False), "mid": (True, True, True)},
-    "eval": {"attention": (True, False, False), "plain": (True, False, False), "mid": (True, True, True)},
-}
-
-
-@dataclass
-class _Run:
+class _Pass:
     """State of one UNet forward, handed to every level."""
 
     temb: torch.Tensor  # (N, D) one row per image
-    context: torch.Tensor  # (N, K, D) cross-attention tokens per image
+    context: torch.Tensor | None  # (N, K, D) cross-attention tokens per image
     call: AttentionCall
     num_frames: int = 1
     motion: dict | None = None  # site -> (B, n, C, H, W), backbone
     speed: torch.Tensor | None = None  # (B, n+F, Ds), backbone
-    region: _Region | None = None  # Hallo audio, backbone
-    behaviour: dict | None = None
+    audio: Any = None  # what the sites' audio modules read, backbone
+    site_plan: Mapping[str, SitePlan] = field(default_factory=lambda: EVERY_SITE)
     recorded_motion: dict | None = None  # site -> features, ReferenceNet
-    motion_from_attention: bool = False  # ReferenceNet: motion features = attn1 inputs (Hallo)
+    motion_source: str = "block_output"
     checkpointing: bool = False
 
     def _maybe_checkpoint(self, fn, *args):
@@ -127,24 +167,21 @@ class _Run:
         return self._maybe_checkpoint(run, h)
 
     def site(self, name: str, h: torch.Tensor, kind: str, level: int,
-             module: MotionModule | None, audio_module: RegionAudioModule | None = None) -> torch.Tensor:
+             module: MotionModule | None, audio_module: nn.Module | None = None) -> torch.Tensor:
         """A temporal-module site: after each (resnet, transformer) pair of a level."""
         if self.recorded_motion is not None:
             self._record_motion(name, h, kind)
-        run_temporal, use_motion, use_scales = (self.behaviour or _EMO_BEHAVIOUR)[kind]
-        if audio_module is not None and self.region is not None:
-            region = self.region
-            scales = region.scales if use_scales else None
-            h = self._maybe_checkpoint(
-                lambda x: audio_module(x, region.tokens, region.masks[level], scales), h)
-        if module is None or not run_temporal:
+        plan = self.site_plan[kind]
+        if audio_module is not None and self.audio is not None:
+            h = self._maybe_checkpoint(lambda x: audio_module(x, self.audio, level, plan.audio_scales), h)
+        if module is None or not plan.temporal:
             return h
-        motion = self.motion.get(name) if (self.motion and use_motion) else None
+        motion = self.motion.get(name) if (self.motion and plan.motion_frames) else None
         return self._maybe_checkpoint(lambda x: module(x, self.num_frames, motion, self.speed), h)
 
     def _record_motion(self, name: str, h: torch.Tensor, kind: str) -> None:
         b, images = self.call.batch_size, self.call.images_per_item
-        if not self.motion_from_attention:
+        if self.motion_source == "block_output":
             self.recorded_motion[name] = h.unflatten(0, (b, images))[:, 1:]  # (B, n, C, H, W)
         elif kind != "plain":
             tokens = self.call.recorded_all[attention_of_site(name)][:, 1:]  # (B, n, H*W, C)
@@ -153,20 +190,21 @@ class _Run:
 
 
 class _DownLevel(nn.Module):
-    def __init__(self, index, cfg, in_ch, out_ch, attention, downsample, temporal, speed_dim, hallo):
+    def __init__(self, index, cfg, in_ch, out_ch, attention, downsample, temporal, speed_dim, audio_module):
         super().__init__()
         n = cfg.layers_per_block
         self.prefix, self.level, self.kind = f"down_blocks.{index}", index, "attention" if attention else "plain"
         self.resnets = nn.ModuleList([_resnet(cfg, in_ch if j == 0 else out_ch, out_ch) for j in range(n)])
-        self.attentions = nn.ModuleList([_transformer(cfg, out_ch) for _ in range(n)]) if attention else None
-        self.audio_modules = (_audio_modules(cfg, hallo, out_ch, [in_ch] + [out_ch] * (n - 1))
-                              if attention else None)
+        self.attentions = nn.ModuleList([_transformer(cfg, out_ch, index) for _ in range(n)]) if attention else None
+        sites = [SiteGeometry("down", self.kind, index, j, out_ch, in_ch if j == 0 else out_ch, out_ch)
+                 for j in range(n)]
+        self.audio_modules = _audio_modules(cfg, audio_module, sites) if attention else None
         self.motion_modules = _motion_modules(temporal, out_ch, n, speed_dim)
         self.downsamplers = (nn.ModuleList([Downsample2D(out_ch, use_conv=True, out_channels=out_ch,
                                                          padding=1, name="op")])
                              if downsample else None)
 
-    def forward(self, h, run: _Run):
+    def forward(self, h, run: _Pass):
         skips = []
         for j, resnet in enumerate(self.resnets):
             h = run.resnet(resnet, h)
@@ -182,15 +220,15 @@ class _DownLevel(nn.Module):
 
 
 class _MidLevel(nn.Module):
-    def __init__(self, cfg, ch, level, temporal, speed_dim, hallo):
+    def __init__(self, cfg, ch, level, temporal, speed_dim, audio_module):
         super().__init__()
         self.level = level
         self.resnets = nn.ModuleList([_resnet(cfg, ch, ch), _resnet(cfg, ch, ch)])
-        self.attentions = nn.ModuleList([_transformer(cfg, ch)])
-        self.audio_modules = _audio_modules(cfg, hallo, ch, [ch])
+        self.attentions = nn.ModuleList([_transformer(cfg, ch, level)])
+        self.audio_modules = _audio_modules(cfg, audio_module, [SiteGeometry("mid", "mid", level, 0, ch, ch, ch)])
         self.motion_modules = _motion_modules(temporal, ch, 1, speed_dim)
 
-    def forward(self, h, run: _Run):
+    def forward(self, h, run: _Pass):
         h = run.resnet(self.resnets[0], h)
         h = run.transformer(self.attentions[0], h)
         h = run.site("mid_block.motion_modules.0", h, "mid", self.level,
@@ -200,7 +238,7 @@ class _MidLevel(nn.Module):
 
 class _UpLevel(nn.Module):
     def __init__(self, index, level, cfg, prev_ch, out_ch, skip_ch, attention, upsample, temporal,
-                 speed_dim, hallo):
+                 speed_dim, audio_module):
         super().__init__()
         n = cfg.layers_per_block + 1  # one more resnet than the down path: it eats the extra skip
         self.prefix, self.level, self.kind = f"up_blocks.{index}", level, "attention" if attention else "plain"
@@ -208,13 +246,14 @@ class _UpLevel(nn.Module):
             _resnet(cfg, (prev_ch if j == 0 else out_ch) + (skip_ch if j == n - 1 else out_ch), out_ch)
             for j in range(n)
         ])
-        self.attentions = nn.ModuleList([_transformer(cfg, out_ch) for _ in range(n)]) if attention else None
-        self.audio_modules = _audio_modules(cfg, hallo, out_ch, [skip_ch] * n) if attention else None
+        self.attentions = nn.ModuleList([_transformer(cfg, out_ch, level) for _ in range(n)]) if attention else None
+        sites = [SiteGeometry("up", self.kind, level, j, out_ch, out_ch, skip_ch) for j in range(n)]
+        self.audio_modules = _audio_modules(cfg, audio_module, sites) if attention else None
         self.motion_modules = _motion_modules(temporal, out_ch, n, speed_dim)
         self.upsamplers = (nn.ModuleList([Upsample2D(out_ch, use_conv=True, out_channels=out_ch)])
                            if upsample else None)
 
-    def forward(self, h, skips: list, run: _Run, upsample_size=None):
+    def forward(self, h, skips: list, run: _Pass, upsample_size=None):
         for j, resnet in enumerate(self.resnets):
             h = torch.cat([h, skips.pop()], dim=1)
             h = run.resnet(resnet, h)
@@ -231,15 +270,15 @@ def _item(modules: nn.ModuleList | None, index: int):
     return modules[index] if modules is not None else None
 
 
-class EMOUNet(nn.Module):
-    """SD1.5 UNet layout; `temporal` adds the motion modules (backbone only), `hallo` Hallo's
-    audio modules."""
+class UNet(nn.Module):
+    """SD1.5 UNet layout; `temporal` adds the motion modules (backbone only), `audio_module`
+    the audio modules a family puts at the temporal sites."""
 
     def __init__(self, cfg: UNetConfig, temporal: TemporalConfig | None = None,
-                 speed_dim: int | None = None, hallo: HalloConfig | None = None):
+                 speed_dim: int | None = None, audio_module: AudioModuleFactory | None = None,
+                 context_scale: float = 1.0):
         super().__init__()
         self.config = cfg
-        self.hallo = hallo
         ch = cfg.block_out_channels
         levels = len(ch)
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], kernel_size=3, padding=1)
@@ -247,16 +286,16 @@ class EMOUNet(nn.Module):
         self.time_embedding = TimestepEmbedding(ch[0], cfg.time_embed_dim)
         self.down_blocks = nn.ModuleList([
             _DownLevel(i, cfg, ch[i - 1] if i else ch[0], ch[i], cfg.attention_levels[i],
-                       i < levels - 1, temporal, speed_dim, hallo)
+                       i < levels - 1, temporal, speed_dim, audio_module)
             for i in range(levels)
         ])
-        self.mid_block = _MidLevel(cfg, ch[-1], levels - 1, temporal, speed_dim, hallo)
+        self.mid_block = _MidLevel(cfg, ch[-1], levels - 1, temporal, speed_dim, audio_module)
         rev_ch = ch[::-1]
         rev_attn = cfg.attention_levels[::-1]
         self.up_blocks = nn.ModuleList([
             _UpLevel(i, levels - 1 - i, cfg, rev_ch[i - 1] if i else rev_ch[0], rev_ch[i],
                      rev_ch[min(i + 1, levels - 1)], rev_attn[i], i < levels - 1, temporal,
-                     speed_dim, hallo)
+                     speed_dim, audio_module)
             for i in range(levels)
         ])
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[0], eps=cfg.norm_eps)
@@ -265,11 +304,11 @@ class EMOUNet(nn.Module):
         self.gradient_checkpointing = False
         for name, module in self.named_modules():
             if ".attentions." not in name:
-                continue  # the audio modules keep diffusers' own processors
+                continue  # audio modules keep diffusers' own processors
             if name.endswith(".attn1"):
                 module.set_processor(ReferenceAttentionProcessor(name))
             elif name.endswith(".attn2"):
-                module.set_processor(AudioAttentionProcessor())
+                module.set_processor(ContextAttentionProcessor(context_scale))
 
     @property
     def min_latent_multiple(self) -> int:
@@ -284,7 +323,7 @@ class EMOUNet(nn.Module):
         emb = self.time_proj(t).to(dtype)
         return self.time_embedding(emb).repeat_interleave(repeat, dim=0)  # (batch*repeat, D)
 
-    def _run_levels(self, h: torch.Tensor, run: _Run, with_output: bool) -> torch.Tensor:
+    def _run_levels(self, h: torch.Tensor, run: _Pass, with_output: bool) -> torch.Tensor:
         skips = [h]
         for level in self.down_blocks:
             h, level_skips = level(h, run)
@@ -301,97 +340,87 @@ class EMOUNet(nn.Module):
         return self.conv_out(self.conv_act(self.conv_norm_out(h)))
 
 
-class ReferenceNet(EMOUNet):
+class ReferenceNet(UNet):
     """Spatial UNet over the reference image and the motion frames (paper §3.2 "ReferenceNet")."""
 
-    def __init__(self, cfg: UNetConfig, hallo: HalloConfig | None = None):
+    def __init__(self, cfg: UNetConfig, options: ReferenceOptions | None = None):
         super().__init__(cfg, temporal=None)
-        # EMO takes motion-frame features at each temporal site from the block output; Hallo
-        # takes the attn1 inputs of the transformer before it, rounded to fp16 like all its
-        # reference features.
-        self.motion_from_attention = hallo is not None
-        self.round_to_fp16 = hallo is not None and hallo.reference_bank_fp16
+        self.options = options or ReferenceOptions()
 
     def forward(self, latents: torch.Tensor, context: torch.Tensor | None = None) -> ReferenceFeatures:
         """latents: (B, 1+n, 4, H, W) = [reference, motion_1..motion_n] per item, VAE-scaled;
-        context: (B*(1+n), T, D) cross-attention tokens per image (Hallo's face tokens).
+        context: (B*(1+n), T, D) cross-attention tokens per image, or None.
 
-        Without a context (EMO) it runs with a single all-zero token: EMO uses no text, and with
-        a zero token SD's cross-attention reduces to its output bias. Runs at timestep 0; the
-        output layers are not run: only the recorded features are used.
+        Without a context a net with cross-attention runs with a single all-zero token (EMO uses
+        no text; with a zero token SD's cross-attention reduces to its output bias). Runs at
+        timestep 0; the output layers are not run: only the recorded features are used.
         """
         b, images, c, h, w = latents.shape
         x = latents.reshape(b * images, c, h, w).to(self.conv_in.weight.dtype)
         temb = self._time_embedding(0, b * images, 1, x.dtype, x.device)
-        if context is None:
+        if context is None and self.config.cross_attention_dim is not None:
             context = x.new_zeros(b * images, 1, self.config.cross_attention_dim)
+        source = self.options.motion_source
         call = AttentionCall(mode="write", batch_size=b, images_per_item=images,
-                             record_all_images=self.motion_from_attention)
-        run = _Run(temb=temb, context=context.to(x.dtype), call=call, recorded_motion={},
-                   motion_from_attention=self.motion_from_attention,
-                   checkpointing=self.gradient_checkpointing)
+                             record_all_images=source == "attention_input")
+        run = _Pass(temb=temb, context=None if context is None else context.to(x.dtype), call=call,
+                    recorded_motion={}, motion_source=source, checkpointing=self.gradient_checkpointing)
         self._run_levels(self.conv_in(x), run, with_output=False)
         features = ReferenceFeatures(attention=call.recorded, motion=run.recorded_motion)
-        if self.round_to_fp16:
-            dtype = x.dtype
-            features = features.to(dtype=torch.float16).to(dtype=dtype)
+        if self.options.feature_dtype is not None:
+            features = features.to(dtype=self.options.feature_dtype).to(dtype=x.dtype)
         return features
 
 
-class Backbone(EMOUNet):
-    """The denoising UNet with reference-, audio- and temporal attention (paper §3.2)."""
+class Backbone(UNet):
+    """The denoising UNet with reference-, cross- and temporal attention (paper §3.2)."""
 
-    def __init__(self, cfg: UNetConfig, temporal: TemporalConfig, speed_dim: int,
-                 hallo: HalloConfig | None = None):
-        super().__init__(cfg, temporal=temporal, speed_dim=speed_dim, hallo=hallo)
-        self.behaviour = _HALLO_BEHAVIOUR[hallo.inference_path] if hallo else _EMO_BEHAVIOUR
+    def __init__(self, cfg: UNetConfig, temporal: TemporalConfig, speed_dim: int | None,
+                 options: BackboneOptions | None = None):
+        options = options or BackboneOptions()
+        super().__init__(cfg, temporal=temporal, speed_dim=speed_dim, audio_module=options.audio_module,
+                         context_scale=options.context_scale)
+        self.options = options
 
     def forward(
         self,
         sample: torch.Tensor,
         timestep,
-        audio_tokens: torch.Tensor,
+        context: torch.Tensor,
         *,
         reference: ReferenceFeatures | None = None,
-        reference_rows: torch.Tensor | None = None,
+        reference_rows=None,
         speed: torch.Tensor | None = None,
         face_features: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
-        region_masks: dict | None = None,
-        region_scales=None,
+        audio=None,
     ) -> torch.Tensor:
         """Predict the noise (or v) of a clip.
 
         sample: (B, 4, F, H, W) noisy latents; timestep: scalar or (B,);
-        audio_tokens: (B or 1, F, K, Da) per-frame audio tokens (zeros = no audio);
-        reference: ReferenceNet output for 1 or B items; reference_rows: (B,) bool, rows that
-        attend to the reference (None = all); speed: (1 or B, n+F, Ds) speed embedding for the
-        motion frames and the clip; face_features: (1 or B, C0, H, W) face-locator output.
-        Hallo models also take context: (1 or B, T, D) face tokens for `attn2`;
-        region_masks: {"full"|"face"|"lip": [per level (N or 1, h*w)]}; region_scales: 3 floats.
+        context: what `attn2` attends to, (B or 1, F, K, D) per frame or (B or 1, K, D) per video
+        (EMO: the audio tokens, zeros = no audio);
+        reference: ReferenceNet output for 1 or B items; reference_rows: which rows attend to the
+        reference (the others attend to themselves only: guidance's unconditional branch), a
+        tuple of B bools (fixed per call: no host sync) or a (B,) bool tensor (per-sample drops in
+        training); None = all; speed: (1 or B, n+F, Ds) speed embedding for the motion frames and
+        the clip; face_features: (1 or B, C0, H, W) or (1 or B, C0, F, H, W) face-locator output;
+        audio: what the sites' audio modules read (a family's object), None = skip them.
         Returns (B, 4, F, H, W).
         """
         b, c, f, h, w = sample.shape
         dtype = self.conv_in.weight.dtype
         x = sample.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(dtype)
         temb = self._time_embedding(timestep, b, f, dtype, x.device)
-        tokens = audio_tokens.to(dtype).expand(b, -1, -1, -1).reshape(b * f, *audio_tokens.shape[2:])
-        region = None
-        if self.hallo is not None:
-            if context is None or region_masks is None:
-                raise ValueError("Backbone: a Hallo model needs `context` (face tokens) and `region_masks`.")
-            masks = [[region_masks[k][level] for k in ("full", "face", "lip")]
-                     for level in range(len(region_masks["full"]))]
-            region = _Region(tokens=tokens, masks=masks, scales=region_scales)
-            attn_context = context.to(dtype).expand(b, -1, -1).repeat_interleave(f, dim=0)
-        else:
-            attn_context = tokens
-        call = AttentionCall(mode="read", batch_size=b, reference=reference,
-                             reference_rows=reference_rows, tile_reference_items=self.hallo is not None)
-        run = _Run(temb=temb, context=attn_context, call=call, num_frames=f,
-                   motion=reference.motion if reference is not None else None,
-                   speed=speed, region=region, behaviour=self.behaviour,
-                   checkpointing=self.gradient_checkpointing)
+        context = context.to(dtype)
+        if context.ndim == 4:  # per frame: (B, F, K, D) -> (B*F, K, D)
+            context = context.expand(b, -1, -1, -1).reshape(b * f, *context.shape[2:])
+        else:  # per video: (B, K, D) -> every frame of its video
+            context = context.expand(b, -1, -1).repeat_interleave(f, dim=0)
+        call = AttentionCall(mode="read", batch_size=b, reference=reference, reference_rows=reference_rows,
+                             tile_reference_items=self.options.tile_reference_items)
+        run = _Pass(temb=temb, context=context, call=call, num_frames=f,
+                    motion=reference.motion if reference is not None else None, speed=speed, audio=audio,
+                    site_plan=self.options.site_plan, checkpointing=self.gradient_checkpointing)
         x = self.conv_in(x)
         if face_features is not None:
             if face_features.ndim == 5:  # (B, C0, F, H, W): one map per frame

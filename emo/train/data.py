@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .. import audio as audio_lib
 from ..data.layout import PreparedDataset
+from ..faces.boxes import grow_box
 from .config import DropoutConfig
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,7 @@ def union_box_mask(boxes: np.ndarray, size: int, margin: float = 0.0) -> torch.T
     """Face-region mask (1, S, S): the union of the boxes (EMO's face locator input), grown by
     `margin` times its width and height on each side."""
     (x0, y0), (x1, y1) = boxes[:, :2].min(0), boxes[:, 2:].max(0)
-    grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
-    x0, y0 = np.floor([x0 - grow_x, y0 - grow_y]).astype(int)
-    x1, y1 = np.ceil([x1 + grow_x, y1 + grow_y]).astype(int)
+    x0, y0, x1, y1 = grow_box((x0, y0, x1, y1), margin)
     mask = torch.zeros(1, size, size)
     mask[:, max(y0, 0):min(y1, size), max(x0, 0):min(x1, size)] = 1.0
     return mask

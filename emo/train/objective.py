@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
-from ..models import EMOModel
+from ..model import EMOModel
 from .stages import Stage
 
 

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.head_speed import compute_speed_buckets
 from ..data.layout import PreparedDataset, open_dataset
-from ..models import EMOModel
+from ..model import EMOModel
 from .config import TrainConfig
 from .data import DrawBatches, SampleSpec, TrainingSamples, union_box_mask
 from .ema import EMA
@@ -163,9 +163,10 @@ class Trainer:
                              f"prepared at {self.dataset.size}; prepare it again with --size {cfg.data.size}, or "
                              "drop data.size")
         self.model: EMOModel = load_checkpoint(cfg.init, dtype=torch.float32)
-        if self.model.config.hallo is not None:
-            raise ValueError(f"{cfg.init} is a Hallo-mode model; training supports EMO models only (Hallo's training "
-                             "needs face embeddings and region masks this dataset does not hold)")
+        if self.model.config.family != "emo":
+            raise ValueError(f"{cfg.init} is a {self.model.family.description} model; training supports EMO models "
+                             "only (other families need conditions this dataset does not hold, e.g. Hallo's face "
+                             "embeddings and region masks)")
         resume = self._resume_path()
         if cfg.motion_module and resume is None:
             from ..weights.components import load_components

@@ -8,7 +8,7 @@
 `emo.weights.assemble.assemble` builds a whole EMO model from them (`python -m emo assemble`). Modules: files (safe,
 lazy reading), layout (key plans, strict checks), identify (what a file is), one per source
 (sd15, vae, wav2vec2, animatediff), components (load_components), assemble, commands (CLI);
-hallo converts Hallo's released checkpoints.
+(Hallo's released checkpoints convert in emo.families.hallo.convert.)
 """
 
 import importlib

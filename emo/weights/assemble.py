@@ -21,7 +21,7 @@ import torch
 
 from ..checkpoints import parse_dtype
 from ..config import EMOConfig
-from ..models import EMOModel
+from ..model import EMOModel
 from ..models.initialization import fresh_state
 from . import layout
 from .animatediff import site_of

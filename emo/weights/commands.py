@@ -10,10 +10,10 @@ logger = logging.getLogger(__name__)
 
 def cmd_assemble(args) -> None:
     from ..checkpoints import save_checkpoint
-    from ..cli import output_file
+    from ..runtime.output import output_path
     from .assemble import assemble, describe_assembly
 
-    out = output_file(args.out, (".safetensors",))
+    out = output_path(args.out, (".safetensors",))
     dtype = None if args.precision == "fp32" else args.precision
     model, report = assemble(args.preset, sd15=args.sd15, vae=args.vae, wav2vec2=args.wav2vec,
                              motion_module=args.motion_module, sd15_ema=args.sd15_ema, seed=args.seed,
@@ -29,10 +29,10 @@ def cmd_assemble(args) -> None:
 
 def cmd_convert(args) -> None:
     from ..checkpoints import save_checkpoint
-    from ..cli import output_file
-    from .hallo import convert_hallo_file
+    from ..families.hallo.convert import convert_hallo_file
+    from ..runtime.output import output_path
 
-    out = output_file(args.out, (".safetensors",))
+    out = output_path(args.out, (".safetensors",))
     dtype = None if args.precision == "fp32" else args.precision
     model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec, dtype=dtype)
     path = save_checkpoint(model, out, description=(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import EMOModel
+from ..model import EMOModel
 from . import layout
 from .animatediff import motion_keys, plan_motion_module
 from .files import WeightFile

@@ -125,7 +125,7 @@ def test_a_line_options_win_over_the_command_line_and_each_model_loads_once(medi
     (job("b.mp4", steps="two"), ["line 2", "steps must be a whole number"]),
     (job("b.mp4", crop="circle"), ["line 2", "crop must be one of face, center, pad"]),
     (job("b.gif"), ["line 2", "out must end in .mp4 or .webm"]),
-    (job("b.mp4", out="nowhere/b.mp4"), ["line 2", "output folder", "does not exist"]),
+    (job("b.mp4", out="portrait.png/b.mp4"), ["line 2", "cannot create the folder"]),
     ({"image": "portrait.png", "out": "out/b.mp4"}, ["line 2", "missing 'audio'"]),
     ('{"image": "portrait.png", "audio": "voice.wav" "out": "out/b.mp4"}', ["line 2", "not valid JSON"]),
     ('["portrait.png", "voice.wav", "out/b.mp4"]', ["line 2", "expected a JSON object"]),

@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from emo.checkpoints import CheckpointError, describe, load_checkpoint, parse_dtype, read_config, save_checkpoint
-from emo.models import EMOModel
+from emo.model import EMOModel
 
 
 def test_round_trip_is_exact(tiny_model, tiny_checkpoint):

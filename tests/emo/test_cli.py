@@ -158,9 +158,9 @@ def test_generate_without_checkpoint_uses_the_demo_model_on_the_bundled_sample(t
 
 def test_generate_without_checkpoint_and_without_the_demo_model_says_what_to_do(media, tmp_path, capsys,
                                                                                monkeypatch):
-    import emo.checkpoints
+    import emo.runtime.jobs
 
-    monkeypatch.setattr(emo.checkpoints, "DEMO_CHECKPOINT", tmp_path / "missing.safetensors")
+    monkeypatch.setattr(emo.runtime.jobs, "DEMO_CHECKPOINT", tmp_path / "missing.safetensors")
     out = tmp_path / "talk.mp4"
     assert main(generate_args(media, None, out)) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -173,7 +173,7 @@ def test_bundled_sample_is_a_held_out_talker():
 
     assets = DEMO_CHECKPOINT.parent
     image = np.asarray(Image.open(assets / "sample_portrait.png").convert("RGB"))
-    seed = synthetic.EVALUATION_SEED_START + 100  # examples/make_demo_sample.py
+    seed = synthetic.EVALUATION_SEED_START + 100  # scripts/make_demo_sample.py
     assert np.array_equal(image, synthetic.render_frame(synthetic.make_identity(seed), image.shape[0]))
     assert (assets / "sample_voice.wav").stat().st_size < 200_000
 
@@ -182,7 +182,7 @@ def test_face_embedding_files_load_and_bad_ones_fail(tmp_path):
     import numpy as np
     from safetensors.torch import save_file
 
-    from emo.cli import _load_face_embedding
+    from emo.runtime.jobs import load_face_embedding as _load_face_embedding
 
     np.save(tmp_path / "e.npy", np.arange(4, dtype=np.float32))
     torch.save(torch.ones(2, 2), tmp_path / "e.pt")

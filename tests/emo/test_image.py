@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emo.face import FaceNotFoundError
+from emo.faces.boxes import FaceNotFoundError
 from emo.image import from_pil, load_image, prepare_reference, resize, to_pil
 
 
@@ -256,9 +256,16 @@ def test_prepare_reference_uses_first_image_of_a_batch():
     torch.testing.assert_close(out, batch[0])
 
 
-def test_prepare_reference_face_mode_without_face_raises():
-    with pytest.raises(FaceNotFoundError, match="mask"):
+def test_prepare_reference_face_mode_needs_the_face_box():
+    with pytest.raises(ValueError, match="face_box"):
         prepare_reference(torch.full((64, 64, 3), 0.5), 64, "face")
+
+
+def test_prepare_portrait_without_a_face_says_what_to_do():
+    from emo.runtime.reference import prepare_portrait
+
+    with pytest.raises(FaceNotFoundError, match="mask"):
+        prepare_portrait(torch.full((64, 64, 3), 0.5), 64, "face")
 
 
 @pytest.mark.parametrize("size", [0, -8, 30, 513, 8.0, True, "512"])

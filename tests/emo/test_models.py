@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emo.config import PRESETS, EMOConfig
-from emo.models import EMOModel
+from emo.model import EMOModel
 from emo.models.speed import bucket_encode, neighbour_window
 from emo.models.temporal import SPEED_KEY_MARKER, MotionModule, sinusoidal_table
 

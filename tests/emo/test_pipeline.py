@@ -200,7 +200,7 @@ def test_bad_inputs_raise_clear_errors(pipe):
 
 
 def test_face_detection_when_no_mask_given(pipe):
-    from emo.face import FaceNotFoundError
+    from emo.faces.boxes import FaceNotFoundError
 
     with pytest.raises(FaceNotFoundError, match="mask"):
         pipe(torch.full((64, 64, 3), 0.5), features(2), settings=SETTINGS)

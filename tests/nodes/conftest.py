@@ -10,7 +10,7 @@ import torch
 
 from emo.checkpoints import DEMO_CHECKPOINT
 from nodes import comfy_services as services
-from tests.helpers import sine, write_wav
+from tests.helpers import sine
 
 # The tiny model runs hundreds of small ops per step; on a 2-core machine shared with other
 # work, OpenMP threads spinning against each other make it ~10x slower than one thread.
@@ -69,11 +69,14 @@ def voice():
 
 
 @pytest.fixture(scope="session")
-def input_dir(tmp_path_factory, astronaut, voice):
-    """ComfyUI's input folder for the workflow tests: a portrait and a voice file."""
-    from emo.image import to_pil
+def inputs(emo_model, voice):
+    """The sampler's inputs on the tiny model: a 64 px reference, 15 frames of voice, a face mask."""
+    from nodes.audio import EMOAudioEncode
+    from nodes.reference import EMOLoadReference
+    from tests.helpers import portrait
 
-    folder = tmp_path_factory.mktemp("input")
-    to_pil(astronaut).save(folder / "portrait.png")
-    write_wav(folder / "voice.wav", voice["waveform"][0], voice["sample_rate"])
-    return folder
+    reference, _ = EMOLoadReference().prepare(portrait(64)[None], 64, "center")
+    features = EMOAudioEncode().encode(voice, emo_model, 25.0)["result"][0]  # 15 frames
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 12:52, 16:48] = 1
+    return {"model": emo_model, "reference": reference, "audio_features": features, "face_mask": mask}

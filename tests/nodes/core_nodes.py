@@ -1,5 +1,6 @@
 """Stand-ins for the few ComfyUI core nodes the shipped workflows use (LoadImage, LoadAudio,
-ImageScaleBy, PreviewImage), so the workflows run through the node classes without ComfyUI.
+LoadImageMask, ImageScaleBy, PreviewImage), so the workflows run through the node classes
+without ComfyUI.
 
 They declare the same inputs and outputs as the core nodes and produce the same types
 (IMAGE [B, H, W, 3] 0..1, MASK [B, H, W], AUDIO {"waveform": [B, C, T], "sample_rate"}).
@@ -45,6 +46,23 @@ def make_core_nodes(input_dir: Path) -> dict[str, type]:
             waveform, sample_rate = load_audio(Path(input_dir) / audio)
             return ({"waveform": waveform[None], "sample_rate": sample_rate},)
 
+    class LoadImageMask:
+        RETURN_TYPES = ("MASK",)
+        FUNCTION = "load_image"
+        CATEGORY = "mask"
+        CHANNELS = ["alpha", "red", "green", "blue"]
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"image": (files, {"image_upload": True}), "channel": (cls.CHANNELS,)}}
+
+        def load_image(self, image, channel):
+            from PIL import Image
+
+            rgba = torch.from_numpy(__import__("numpy").array(Image.open(Path(input_dir) / image).convert("RGBA")))
+            mask = rgba[..., self.CHANNELS.index(channel) - 1 if channel != "alpha" else 3].float() / 255.0
+            return ((1.0 - mask if channel == "alpha" else mask)[None],)
+
     class ImageScaleBy:
         RETURN_TYPES = ("IMAGE",)
         FUNCTION = "upscale"
@@ -77,4 +95,4 @@ def make_core_nodes(input_dir: Path) -> dict[str, type]:
         def save_images(self, images):
             return {"ui": {"images": [{"shape": list(images.shape)}]}}
 
-    return {cls.__name__: cls for cls in (LoadImage, LoadAudio, ImageScaleBy, PreviewImage)}
+    return {cls.__name__: cls for cls in (LoadImage, LoadAudio, LoadImageMask, ImageScaleBy, PreviewImage)}

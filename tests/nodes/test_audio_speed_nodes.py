@@ -47,13 +47,13 @@ def test_batch_uses_the_first_clip(emo_model, caplog):
 
 
 def test_audio_errors(emo_model, voice):
-    with pytest.raises(ValueError, match=r"AudioEncode: start_seconds=5 is at or past the end of the 0.60 s audio"):
+    with pytest.raises(ValueError, match=r"EMO Audio Encode: start_seconds=5 is at or past the end of the 0.60 s audio"):
         EMOAudioEncode().encode(voice, emo_model, 25.0, 5.0)
-    with pytest.raises(ValueError, match="AudioEncode: expected an AUDIO input"):
+    with pytest.raises(ValueError, match="EMO Audio Encode: expected an AUDIO input"):
         EMOAudioEncode().encode(torch.zeros(1, 100), emo_model, 25.0)
-    with pytest.raises(ValueError, match="AudioEncode: the AUDIO is empty"):
+    with pytest.raises(ValueError, match="EMO Audio Encode: the AUDIO is empty"):
         EMOAudioEncode().encode({"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, emo_model, 25.0)
-    with pytest.raises(ValueError, match="AudioEncode: the model input must come from EMOModelLoader"):
+    with pytest.raises(ValueError, match="EMO Audio Encode: the model input must come from EMO Load Checkpoint"):
         EMOAudioEncode().encode(voice, "model.safetensors", 25.0)
 
 
@@ -82,5 +82,5 @@ def test_keyframes_make_a_curve():
     ("1: 0.5\n1: 0.7", r"two keyframes share a time"),
 ])
 def test_bad_keyframes(text, message):
-    with pytest.raises(ValueError, match="SpeedControl: " + message):
+    with pytest.raises(ValueError, match="EMO Speed Control: " + message):
         EMOSpeedControl().make(0.5, text)

@@ -1,11 +1,13 @@
 """The pack inside a real ComfyUI: start `python main.py --cpu` from COMFYUI_PATH with this
-repository linked into a throw-away custom_nodes folder, post every shipped API workflow to
-/prompt and check /history reports success and the video exists.
+repository linked into a throw-away custom_nodes folder and an EMPTY input folder, post every
+shipped API workflow to /prompt and check /history reports success and the video exists.
 
 Skipped unless COMFYUI_PATH points at a ComfyUI checkout whose requirements are installed in
-the interpreter COMFYUI_PYTHON (default: this one). See README, "Testing in a real ComfyUI".
-Everything ComfyUI writes goes to a temporary --base-directory; the tiny checkpoint is found
-through --extra-model-paths-config, so that path of the loader is exercised too.
+the interpreter COMFYUI_PYTHON (default: this one). See README, "In ComfyUI".
+Everything ComfyUI writes goes to a temporary --base-directory. The demo workflows run as
+shipped (the pack fills the input folder with its samples on start; only the step count is
+lowered); the real-model workflows run with the tiny checkpoint under the name their note asks
+for, found through --extra-model-paths-config.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from emo.video import probe_video
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from nodes.comfy_services import _bundled_checkpoints
 from tests.helpers import REPO
-from tests.nodes.conftest import CHECKPOINT_NAME, VOICE_FRAMES
-from tests.nodes.test_workflows import NAMES, load, tiny_overrides
+from nodes.comfy_services import SAMPLES
+from scripts import make_workflows
+from tests.nodes.conftest import CHECKPOINT_NAME
+from tests.nodes.test_workflows import NAMES, RUNNABLE, load, run_overrides
 from tests.nodes.workflow_runner import with_overrides
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
@@ -64,17 +68,18 @@ def _post(url: str, data: dict):
 
 
 @pytest.fixture(scope="module")
-def comfyui(tmp_path_factory, tiny_checkpoint, input_dir):
+def comfyui(tmp_path_factory, tiny_checkpoint):
     comfy_root = Path(COMFYUI_PATH)
     if not (comfy_root / "main.py").is_file():
         pytest.fail(f"COMFYUI_PATH={COMFYUI_PATH} has no main.py; point it at a ComfyUI checkout")
     base = tmp_path_factory.mktemp("comfyui")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO, target_is_directory=True)
-    shutil.copytree(input_dir, base / "input")
+    (base / "input").mkdir()  # empty: the pack must bring what its workflows load
     models = tmp_path_factory.mktemp("extra_models")
     (models / "emo").mkdir()
-    shutil.copy(tiny_checkpoint, models / "emo" / CHECKPOINT_NAME)
+    for name in (CHECKPOINT_NAME, make_workflows.USER_CHECKPOINT):
+        shutil.copy(tiny_checkpoint, models / "emo" / name)
     extra = base / "extra_model_paths.yaml"
     extra.write_text(f"emo_tests:\n    base_path: {models}\n    emo: emo\n")
 
@@ -115,10 +120,14 @@ def test_pack_imports_and_registers_its_nodes(comfyui):
     info = _get(f"{comfyui['url']}/object_info")
     for class_id, display_name in NODE_DISPLAY_NAME_MAPPINGS.items():
         assert info[class_id]["display_name"] == display_name
-        assert info[class_id]["category"] == "EMO"
-    # The checkpoint comes from the extra_model_paths.yaml folder; the demo model from the pack.
-    assert info["EMOModelLoader"]["input"]["required"]["ckpt_name"][0] == sorted([CHECKPOINT_NAME] + _bundled_checkpoints())
-    assert len(NODE_CLASS_MAPPINGS) == 9
+        assert info[class_id]["category"].startswith("EMO/")
+    # Checkpoints from the extra_model_paths.yaml folder; the demo model from the pack.
+    assert info["EMOModelLoader"]["input"]["required"]["ckpt_name"][0] == sorted(
+        [CHECKPOINT_NAME, make_workflows.USER_CHECKPOINT] + _bundled_checkpoints())
+    assert set(NODE_CLASS_MAPPINGS) <= set(info)
+    # The empty input folder now holds the samples the workflows load, and LoadImage lists them.
+    assert sorted(p.name for p in (comfyui["base"] / "input").iterdir() if p.is_file()) == sorted(SAMPLES)
+    assert "emo_demo_portrait.png" in info["LoadImage"]["input"]["required"]["image"][0]
 
 
 def test_web_extension_and_templates_are_served(comfyui):
@@ -128,56 +137,95 @@ def test_web_extension_and_templates_are_served(comfyui):
     assert b"registerExtension" in _get(f"{url}/extensions/{PACK_DIR_NAME}/emo.js")
     templates = _get(f"{url}/workflow_templates")
     assert sorted(templates[PACK_DIR_NAME]) == NAMES  # workflows/api/ is one level down: not listed
+    for name in NAMES:  # what the Templates browser fetches when a template is clicked
+        assert _get(f"{url}/api/workflow_templates/{PACK_DIR_NAME}/{name}.json")["nodes"] == load(name)[1]["nodes"]
+        with urllib.request.urlopen(f"{url}/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg", timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/jpeg" and r.read()[:2] == b"\xff\xd8"
+    with pytest.raises(urllib.error.HTTPError):  # only workflows are served, not the pack's scripts
+        _get(f"{url}/api/workflow_templates/{PACK_DIR_NAME}/../scripts/make_workflows.py")
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_workflow_succeeds_in_comfyui(comfyui, name):
-    api, ui = load(name)
-    prompt = with_overrides(api, {**tiny_overrides(), "LoadImage": {"image": "portrait.png"},
-                                  "LoadAudio": {"audio": "voice.wav"}})
-    combine_id = next(i for i, n in prompt.items() if n["class_type"] == "EMOVideoCombine")
-    core_video = name == "emo_talking_portrait" and "SaveVideo" in _get(f"{comfyui['url']}/object_info/SaveVideo")
-    if core_video:  # VideoCombine's VIDEO output into core SaveVideo
-        prompt["90"] = {"class_type": "SaveVideo", "inputs": {"video": [combine_id, 1], "filename_prefix": "core/copy",
-                                                             "format": "auto", "codec": "auto"}}
+def _run(comfyui, prompt: dict, ui: dict | None = None) -> dict:
     queued = _post(f"{comfyui['url']}/prompt", {"prompt": prompt, "client_id": "emo-tests",
-                                                "extra_data": {"extra_pnginfo": {"workflow": ui}}})
+                                                "extra_data": {"extra_pnginfo": {"workflow": ui or {}}}})
     assert not queued.get("node_errors"), queued
     prompt_id = queued["prompt_id"]
     deadline = time.monotonic() + RUN_TIMEOUT
     while True:
-        history = _get(f"{comfyui['url']}/history/{prompt_id}")
-        entry = history.get(prompt_id)
+        entry = _get(f"{comfyui['url']}/history/{prompt_id}").get(prompt_id)
         if entry and entry.get("status", {}).get("completed") is not None and (
                 entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
-            break
-        assert time.monotonic() < deadline, f"{name} did not finish in {RUN_TIMEOUT} s"
+            return entry
+        assert time.monotonic() < deadline, f"the prompt did not finish in {RUN_TIMEOUT} s"
         time.sleep(0.5)
+
+
+def _prompt(name: str) -> tuple[dict, dict]:
+    api, ui = load(name)
+    overrides = run_overrides(name)
+    overrides.pop("EMOModelLoader", None)  # the tiny checkpoint sits under the name a real-model workflow uses
+    return with_overrides(api, overrides), ui
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_workflow_succeeds_in_comfyui(comfyui, name):
+    from emo.audio import frame_count, load_audio
+
+    prompt, ui = _prompt(name)
+    writer = next(i for i, n in prompt.items() if n["class_type"] in ("EMOVideoCombine", "EMOSampleToVideo"))
+    core_video = name == "emo_talking_portrait" and "SaveVideo" in _get(f"{comfyui['url']}/object_info/SaveVideo")
+    if core_video:  # the VIDEO output into core SaveVideo
+        prompt["90"] = {"class_type": "SaveVideo", "inputs": {"video": [writer, 1], "filename_prefix": "core/copy",
+                                                             "format": "auto", "codec": "auto"}}
+    entry = _run(comfyui, prompt, ui)
     status = entry["status"]
     assert status["status_str"] == "success", json.dumps(status["messages"])[-4000:]
-    (video,) = entry["outputs"][combine_id]["gifs"]
+    (video,) = entry["outputs"][writer]["gifs"]
     path = comfyui["base"] / video["type"] / video["subfolder"] / video["filename"]
     info = probe_video(path)
-    assert info["frames"] == VOICE_FRAMES and info["audio_seconds"] > 0
+    audio = next(n["inputs"]["audio"] for n in prompt.values() if n["class_type"] == "LoadAudio")
+    waveform, rate = load_audio(comfyui["base"] / "input" / audio)
+    assert info["frames"] == frame_count(waveform.shape[-1], rate, 25.0) and info["audio_seconds"] > 0
     assert json.loads(info["metadata"]["workflow"])["nodes"] == ui["nodes"]
-    sampler_id = next(i for i, n in prompt.items() if n["class_type"] == "EMOSampler")
-    cached = {n for kind, data in status["messages"] if kind == "execution_cached" for n in data["nodes"]}
-    if sampler_id in cached:  # same inputs as an earlier workflow: ComfyUI reused its frames
-        assert sampler_id not in entry["outputs"]
-    else:
-        assert entry["outputs"][sampler_id]["emo_readout"][0]["frames"] == VOICE_FRAMES
     if core_video:
         (saved,) = entry["outputs"]["90"]["images"]
         copy = probe_video(comfyui["base"] / "output" / saved["subfolder"] / saved["filename"])
-        assert copy["frames"] == VOICE_FRAMES
+        assert copy["frames"] == info["frames"]
+
+
+def test_runs_never_overwrite_and_unload_models_frees_the_model(comfyui):
+    """Two runs with different seeds write two numbered files (ComfyUI's own counter form,
+    normal permissions); after "Unload Models" (POST /free) the next run loads the model again
+    through ComfyUI's model management."""
+    log = comfyui["log"]
+    paths = []
+    for seed in (1, 2):
+        prompt, ui = _prompt("emo_talking_portrait")
+        prompt = with_overrides(prompt, {"EMOSampler": {"seed": seed}, "EMOVideoCombine": {"filename_prefix": "EMO/twice"}})
+        entry = _run(comfyui, prompt, ui)
+        assert entry["status"]["status_str"] == "success"
+        (video,) = entry["outputs"]["11"]["gifs"]
+        paths.append(comfyui["base"] / video["type"] / video["subfolder"] / video["filename"])
+    assert [p.name for p in paths] == ["twice_00001_.mp4", "twice_00002_.mp4"]
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in paths)  # readable by group and others
+    loads_before = log.read_text().count("Requested to load EMOModel")
+    assert loads_before >= 1
+    request = urllib.request.Request(f"{comfyui['url']}/free", json.dumps({"unload_models": True}).encode(),
+                                     {"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+    time.sleep(2)  # the queue worker frees the models between prompts
+    prompt, ui = _prompt("emo_talking_portrait")
+    prompt = with_overrides(prompt, {"EMOSampler": {"seed": 3}})
+    assert _run(comfyui, prompt, ui)["status"]["status_str"] == "success"
+    assert log.read_text().count("Requested to load EMOModel") == loads_before + 1
 
 
 def test_interrupt_mid_sampling_leaves_no_video(comfyui):
     """Cancel in ComfyUI (POST /interrupt) while EMOSampler runs: the run ends as interrupted
     (ComfyUI's own exception, raised through the services module) and VideoCombine writes nothing."""
-    api, _ = load("emo_talking_portrait")
-    prompt = with_overrides(api, {**tiny_overrides(), "EMOSampler": {"steps": 200, "seed": 12345},
-                                  "EMOVideoCombine": {"filename_prefix": "EMO/interrupted"}})
+    prompt, _ = _prompt("emo_talking_portrait")
+    prompt = with_overrides(prompt, {"EMOSampler": {"steps": 200, "seed": 12345},
+                                     "EMOVideoCombine": {"filename_prefix": "EMO/interrupted"}})
     prompt_id = _post(f"{comfyui['url']}/prompt", {"prompt": prompt, "client_id": "emo-tests"})["prompt_id"]
     deadline = time.monotonic() + RUN_TIMEOUT
     while not _get(f"{comfyui['url']}/queue")["queue_running"]:

@@ -113,7 +113,7 @@ def test_component_loader_with_vae_motion_module_and_single_file_wav2vec2(compon
 
 def test_component_loader_node_builds_the_sd15_architecture(components):
     # The node itself builds full-size EMO: the tiny checkpoint is rejected before any data is read.
-    with pytest.raises(ValueError, match=r"^EMOComponentLoader: SD1\.5 UNet: .*sd15-tiny\.safetensors does not fit; "
+    with pytest.raises(ValueError, match=r"^EMO Build From SD1.5 Parts: SD1\.5 UNet: .*sd15-tiny\.safetensors does not fit; "
                                          r"expected .*\(emo-sd15"):
         EMOComponentLoader().load("sd15-tiny.safetensors", VAE_FROM_CHECKPOINT, "wav2vec2-tiny/",
                                   NO_MOTION_MODULE, "fp32", 0)
@@ -121,19 +121,19 @@ def test_component_loader_node_builds_the_sd15_architecture(components):
 
 def test_component_loader_errors_name_the_node_and_the_folder(components):
     args = ["sd15-tiny.safetensors", VAE_FROM_CHECKPOINT, "wav2vec2-tiny/", NO_MOTION_MODULE]
-    with pytest.raises(FileNotFoundError, match=r"^EMOComponentLoader: 'missing\.safetensors' not found in the "
+    with pytest.raises(FileNotFoundError, match=r"^EMO Build From SD1.5 Parts: 'missing\.safetensors' not found in the "
                                                  r"checkpoints model folders \(.*checkpoints\)"):
         build_from_components("missing.safetensors", *args[1:], preset="tiny")
-    with pytest.raises(FileNotFoundError, match=r"^EMOComponentLoader: 'gone/' not found in the audio_encoders "
+    with pytest.raises(FileNotFoundError, match=r"^EMO Build From SD1.5 Parts: 'gone/' not found in the audio_encoders "
                                                  r"model folders.*put the model folder there"):
         build_from_components(*args[:2], "gone/", args[3], preset="tiny")
-    with pytest.raises(ValueError, match="^EMOComponentLoader: unknown precision 'fp8'"):
+    with pytest.raises(ValueError, match="^EMO Build From SD1.5 Parts: unknown precision 'fp8'"):
         build_from_components(*args, "fp8", preset="tiny")
     # A wav2vec2 file where the motion module goes: a wrong file, named.
     (components / "animatediff_models" / "wrong.safetensors").symlink_to(
         components / "audio_encoders" / "wav2vec2-tiny.safetensors")
     try:
-        with pytest.raises(ValueError, match=r"^EMOComponentLoader: AnimateDiff motion module: no motion-module "
+        with pytest.raises(ValueError, match=r"^EMO Build From SD1.5 Parts: AnimateDiff motion module: no motion-module "
                                              r"weights in .*wrong\.safetensors; it looks like a wav2vec2"):
             build_from_components(*args[:3], "wrong.safetensors", preset="tiny")
     finally:
@@ -182,7 +182,7 @@ def test_hallo_loader_converts_the_files(hallo):
     handle = load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "auto", config=hallo.config)
     assert isinstance(handle, EMOModelHandle) and handle.dtype == torch.float32
     model = handle.model
-    assert model.config.hallo is not None and handle.defaults.first_motion_frames == "reference"  # Hallo mode
+    assert model.config.family == "hallo" and handle.defaults.first_motion_frames == "reference"  # Hallo mode
     assert torch.equal(model.backbone.conv_in.weight, hallo.weights["denoising_unet.conv_in.weight"])
     assert torch.equal(model.audio_projection.proj1.weight, hallo.weights["audioproj.proj1.weight"])
     assert torch.equal(model.vae.decoder.conv_out.weight, hallo.vae["decoder.conv_out.weight"])
@@ -190,13 +190,13 @@ def test_hallo_loader_converts_the_files(hallo):
 
 
 def test_hallo_loader_errors_name_the_node(hallo):
-    with pytest.raises(FileNotFoundError, match=r"^EMOHalloLoader: 'gone\.pth' not found in the hallo model folders"):
+    with pytest.raises(FileNotFoundError, match=r"^EMO Load Hallo: 'gone\.pth' not found in the hallo model folders"):
         load_hallo("gone.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", config=hallo.config)
-    with pytest.raises(ValueError, match="^EMOHalloLoader: Hallo conversion: .* belong to none of Hallo's networks"):
+    with pytest.raises(ValueError, match="^EMO Load Hallo: Hallo conversion: .* belong to none of Hallo's networks"):
         load_hallo("not-hallo.safetensors", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", config=hallo.config)
-    with pytest.raises(ValueError, match="^EMOHalloLoader: unknown precision 'int8'"):
+    with pytest.raises(ValueError, match="^EMO Load Hallo: unknown precision 'int8'"):
         load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "int8")
     # The node itself converts with Hallo's released architecture: the small net.pth does not fit it.
-    with pytest.raises(ValueError, match=r"^EMOHalloLoader: Hallo conversion: the weights do not fit the configured "
+    with pytest.raises(ValueError, match=r"^EMO Load Hallo: Hallo conversion: the weights do not fit the configured "
                                          r"model .*hallo_sd15_config\(\)"):
         EMOHalloLoader().load("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "fp16")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emo.models import EMOModel
+from emo.model import EMOModel
 from nodes.model import EMOModelHandle, EMOModelLoader
 from nodes.reference import EMOFaceRegionMask, EMOLoadReference, EMOReference
 from tests.helpers import portrait
@@ -29,16 +29,16 @@ def test_loader_precision_is_applied():
 
 
 def test_loader_errors_name_the_node_and_the_fix(models_dir):
-    with pytest.raises(FileNotFoundError, match=rf"EMOModelLoader: checkpoint 'missing.safetensors' not found "
+    with pytest.raises(FileNotFoundError, match=rf"EMO Load Checkpoint: checkpoint 'missing.safetensors' not found "
                                                  rf"in the EMO model folders \({models_dir}\)"):
         EMOModelLoader().load("missing.safetensors", "auto")
     (models_dir / "broken.safetensors").write_bytes(b"not a safetensors file")
     try:
-        with pytest.raises(ValueError, match="EMOModelLoader: .*broken.safetensors is not a readable"):
+        with pytest.raises(ValueError, match="EMO Load Checkpoint: .*broken.safetensors is not a readable"):
             EMOModelLoader().load("broken.safetensors", "auto")
     finally:
         (models_dir / "broken.safetensors").unlink()
-    with pytest.raises(ValueError, match="EMOModelLoader: unknown precision 'fp8'"):
+    with pytest.raises(ValueError, match="EMO Load Checkpoint: unknown precision 'fp8'"):
         EMOModelLoader().load(CHECKPOINT_NAME, "fp8")
 
 
@@ -71,13 +71,13 @@ def test_reference_uses_the_first_image_of_a_batch(caplog):
 
 
 def test_reference_errors():
-    with pytest.raises(ValueError, match="LoadReference: no face found in the 64x64 image.*set crop to 'center'"):
+    with pytest.raises(ValueError, match="EMO Load Reference: no face found in the 64x64 image.*set crop to 'center'"):
         EMOLoadReference().prepare(portrait(64)[None], 64, "face")
-    with pytest.raises(ValueError, match="LoadReference: size must be a multiple of 8.*got 60"):
+    with pytest.raises(ValueError, match="EMO Load Reference: size must be a multiple of 8.*got 60"):
         EMOLoadReference().prepare(portrait(64)[None], 60, "center")
-    with pytest.raises(ValueError, match=r"LoadReference: expected an IMAGE batch \[B, H, W, 3\], got \(64, 64, 3\)"):
+    with pytest.raises(ValueError, match=r"EMO Load Reference: expected an IMAGE batch \[B, H, W, 3\], got \(64, 64, 3\)"):
         EMOLoadReference().prepare(portrait(64), 64, "center")
-    with pytest.raises(ValueError, match="LoadReference: the IMAGE batch is empty"):
+    with pytest.raises(ValueError, match="EMO Load Reference: the IMAGE batch is empty"):
         EMOLoadReference().prepare(torch.zeros(0, 8, 8, 3), 64, "center")
 
 
@@ -100,41 +100,100 @@ def test_face_mask_override_skips_detection():
 
 
 def test_face_mask_errors_name_the_override_input():
-    with pytest.raises(ValueError, match="FaceRegionMask: no face found in the 64x64 image; connect a mask "
+    with pytest.raises(ValueError, match="EMO Face Region Mask: no face found in the 64x64 image; connect a mask "
                                          "to the 'mask' input"):
         EMOFaceRegionMask().make_mask(portrait(64)[None], 0.2)
-    with pytest.raises(ValueError, match="FaceRegionMask: .*the given mask is empty"):
+    with pytest.raises(ValueError, match="EMO Face Region Mask: .*the given mask is empty"):
         EMOFaceRegionMask().make_mask(portrait(64)[None], 0.2, torch.zeros(1, 64, 64))
 
 
-def test_gpu_model_makes_room_and_offloads_when_memory_is_short(monkeypatch):
-    """On a GPU the handle asks ComfyUI to free memory before moving in, and moves the weights
-    back to the offload device after a run only when little memory is left."""
+class _FakeModel(torch.nn.Module):
+    """Stands in for an EMOModel on a GPU: records moves instead of making them."""
 
-    class FakeModel(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1000))  # 4000 bytes
-            self.device = torch.device("cpu")
-            self.moves = []
+    def __init__(self, tiny_config):
+        super().__init__()
+        self.config = tiny_config
+        self.weight = torch.nn.Parameter(torch.zeros(1000))  # 4000 bytes
+        self.moves = []
+        for name in ("reference_net", "backbone", "vae", "audio_encoder"):
+            self.add_module(name, torch.nn.Linear(10, 10))
 
-        def to(self, device):
-            self.moves.append(torch.device(device).type)
-            self.device = torch.device(device)
-            return self
+    @property
+    def device(self):
+        return torch.device(self.moves[-1] if self.moves else "cpu")
 
+    def to(self, device):
+        self.moves.append(torch.device(device).type)
+        return self
+
+
+class _RecordingPipeline:
+    OFFLOADED = ("reference_net", "backbone", "vae", "audio_encoder")
+
+    def __init__(self, model, device=None, offload=False):
+        self.model, self.device, self.offload = model, device, offload
+
+
+@pytest.fixture
+def gpu_handle(monkeypatch, tiny_model):
+    """A handle for a fake model on 'cuda', with ComfyUI's services replaced by recorders."""
     from nodes import comfy_services as services
+    from nodes import model as model_module
 
-    calls = {"room": [], "emptied": 0, "free": 10**9}
+    calls = {"room": [], "emptied": 0, "free": 10**9, "total": 10**10, "low_vram": False, "loaded": [],
+             "detached": 0}
+
+    class Patcher:
+        def detach(self):
+            calls["detached"] += 1
+
     monkeypatch.setattr(services, "make_room", lambda device, n: calls["room"].append((device.type, n)))
     monkeypatch.setattr(services, "free_memory", lambda device: calls["free"])
+    monkeypatch.setattr(services, "total_memory", lambda device: calls["total"])
+    monkeypatch.setattr(services, "low_vram", lambda: calls["low_vram"])
     monkeypatch.setattr(services, "empty_cache", lambda: calls.__setitem__("emptied", calls["emptied"] + 1))
-    model = FakeModel()
-    handle = EMOModelHandle(model=model, name="fake", load_device=torch.device("cuda"),
-                            offload_device=torch.device("cpu"), dtype=torch.float32)
+    monkeypatch.setattr(services, "load_through_comfyui",
+                        lambda patcher, needed: calls["loaded"].append(needed))
+    monkeypatch.setattr(model_module, "EMOPipeline", _RecordingPipeline)
+    model = _FakeModel(tiny_model.config)
+
+    def make(patcher=None):
+        return EMOModelHandle(model=model, name="fake", load_device=torch.device("cuda"),
+                              offload_device=torch.device("cpu"), dtype=torch.float32, patcher=patcher)
+    return make, model, calls, Patcher
+
+
+def test_in_comfyui_the_model_loads_through_comfyuis_model_management(gpu_handle):
+    make, model, calls, Patcher = gpu_handle
+    handle = make(Patcher())
+    with handle.loaded(64, 12) as pipeline:
+        assert pipeline.model is model and not pipeline.offload
+    assert calls["loaded"] == [handle.activation_bytes(64, 12)] and model.moves == []  # ComfyUI moves it
+    assert handle.activation_bytes(512, 16) > 10 * handle.activation_bytes(64, 16)
+
+
+def test_low_vram_runs_the_networks_one_at_a_time(gpu_handle):
+    make, model, calls, Patcher = gpu_handle
+    calls["low_vram"] = True
+    handle = make(Patcher())
+    with handle.loaded() as pipeline:
+        assert pipeline.offload and pipeline.device == torch.device("cuda")
+    assert calls["loaded"] == [] and calls["room"] == [("cuda", handle.largest_network_bytes() +
+                                                        handle.activation_bytes())]
+    # A model too large for the card takes the same route, in normal mode too.
+    calls["low_vram"], calls["total"] = False, 1000
+    with handle.loaded() as pipeline:
+        assert pipeline.offload
+
+
+def test_outside_comfyui_gpu_model_makes_room_and_offloads_when_memory_is_short(gpu_handle):
+    """No ComfyUI (no patcher): the handle asks to free memory before moving in, and moves the
+    weights back to the offload device after a run only when little memory is left."""
+    make, model, calls, _ = gpu_handle
+    handle = make()
     with handle.loaded() as pipeline:
         assert pipeline.model is model
-    assert calls["room"] == [("cuda", 5200)] and model.moves == ["cuda"]  # plenty free: stays loaded
+    assert calls["room"] == [("cuda", int(handle.size_bytes() * 1.3))] and model.moves == ["cuda"]
     calls["free"] = 100
     with handle.loaded():
         pass
@@ -142,3 +201,17 @@ def test_gpu_model_makes_room_and_offloads_when_memory_is_short(monkeypatch):
     with handle.loaded():
         pass
     assert model.moves == ["cuda", "cpu", "cuda", "cpu"]
+
+def test_face_region_mask_of_the_source_photo_is_cropped_like_the_reference():
+    """A mask drawn on the full photo (e.g. LoadImageMask of the same file) lines up with the
+    prepared reference when the reference is connected."""
+    photo = portrait(100)[None].expand(1, 100, 100, 3)[:, :, :].clone()
+    wide = torch.cat([photo, photo], dim=2)  # 200 x 100
+    reference, image = EMOLoadReference().prepare(wide, 64, "center")
+    source_mask = torch.zeros(1, 100, 200)
+    source_mask[:, 20:60, 110:150] = 1  # inside the centre square (x 50..150)
+    (mask,) = EMOFaceRegionMask().make_mask(image, 0.2, source_mask, reference)
+    expected = torch.zeros(64, 64)
+    expected[round(20 * 0.64):round(60 * 0.64), round(60 * 0.64):round(100 * 0.64)] = 1
+    assert mask.shape == (1, 64, 64)
+    assert (mask[0] - expected).abs().sum() <= 2 * 64  # nearest-pixel edges

@@ -8,24 +8,13 @@ import torch
 
 from emo.audio import AudioFeatures
 from nodes import comfy_services as services
-from nodes.audio import EMOAudioEncode
-from nodes.reference import EMOLoadReference, EMOReference
+from nodes.reference import EMOReference
 from nodes.sampler import SD15_LATENT_RGB, EMOSampler, align_mask, latent_preview
 from nodes.speed import EMOSpeedControl
-from tests.helpers import portrait
 
 STEPS = 2
 FRAMES_PER_CLIP = 6
 LATENT_SIZE = (8, 8)  # a per-step preview of a 64 px clip
-
-
-@pytest.fixture(scope="module")
-def inputs(emo_model, voice):
-    reference, _ = EMOLoadReference().prepare(portrait(64)[None], 64, "center")
-    features = EMOAudioEncode().encode(voice, emo_model, 25.0)["result"][0]  # 15 frames
-    mask = torch.zeros(1, 64, 64)
-    mask[:, 12:52, 16:48] = 1
-    return {"model": emo_model, "reference": reference, "audio_features": features, "face_mask": mask}
 
 
 def run(inputs, **overrides):
@@ -101,7 +90,7 @@ def test_speed_and_mask_are_optional(inputs, caplog):
     # fails on a random image and says what to connect.
     frames = run(inputs, speed=None)["result"][0]
     assert frames.shape[0] == 15
-    with pytest.raises(ValueError, match="EMOSampler: no face found in the reference.*connect FaceRegionMask"):
+    with pytest.raises(ValueError, match="EMO Sampler: no face found in the reference.*connect EMO Face Region Mask"):
         run(inputs, face_mask=None)
     with caplog.at_level("WARNING"):
         run(inputs, speed=EMOSpeedControl().make(2.5)[0], steps=1)
@@ -136,24 +125,24 @@ def test_face_mask_alignment():
     expected[16:48, 16:48] = 1  # cropped with the reference's box, scaled 80 -> 64
     assert torch.equal(aligned, expected)
     assert align_mask(torch.ones(1, 32, 32), reference).shape == (32, 32)  # square: resized later
-    with pytest.raises(ValueError, match="EMOSampler: the face_mask is 100x50 but the reference is 64x64 "
+    with pytest.raises(ValueError, match="EMO Sampler: the face_mask is 100x50 but the reference is 64x64 "
                                          r"\(cropped from a 160x80 image\)"):
         align_mask(torch.ones(1, 50, 100), reference)
 
 
 def test_input_errors(inputs):
-    with pytest.raises(ValueError, match="EMOSampler: the reference input must come from LoadReference, got Tensor"):
+    with pytest.raises(ValueError, match="EMO Sampler: the reference input must come from EMO Load Reference, got Tensor"):
         run(inputs, reference=torch.zeros(64, 64, 3))
-    with pytest.raises(ValueError, match="EMOSampler: unknown scheduler 'karras'"):
+    with pytest.raises(ValueError, match="EMO Sampler: unknown scheduler 'karras'"):
         run(inputs, scheduler="karras")
-    with pytest.raises(ValueError, match="EMOSampler: the speed input must come from SpeedControl"):
+    with pytest.raises(ValueError, match="EMO Sampler: the speed input must come from EMO Speed Control"):
         run(inputs, speed=0.5)
     odd = EMOReference(image=torch.zeros(40, 40, 3), info={})
-    with pytest.raises(ValueError, match="EMOSampler: EMOPipeline: size 40 must be a multiple of"):
+    with pytest.raises(ValueError, match="EMO Sampler: EMOPipeline: size 40 must be a multiple of"):
         run(inputs, reference=odd, face_mask=torch.ones(1, 40, 40))
     wrong_fps = AudioFeatures(features=inputs["audio_features"].features, fps=0.0,
                               waveform=torch.zeros(1, 10), sample_rate=16000)
-    with pytest.raises(ValueError, match="EMOSampler: EMOPipeline settings: fps must be > 0"):
+    with pytest.raises(ValueError, match="EMO Sampler: EMOPipeline settings: fps must be > 0"):
         run(inputs, audio_features=wrong_fps)
 
 

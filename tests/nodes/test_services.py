@@ -52,7 +52,7 @@ def test_models_folder_from_environment(tmp_path, monkeypatch):
 
 def test_missing_checkpoint_names_the_folders(tmp_path):
     services.set_models_dir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"EMOModelLoader: checkpoint 'nope.safetensors' not found.*"
+    with pytest.raises(FileNotFoundError, match=r"EMO Load Checkpoint: checkpoint 'nope.safetensors' not found.*"
                                                  + str(tmp_path).replace("/", ".")):
         services.resolve_checkpoint("nope.safetensors")
     with pytest.raises(FileNotFoundError):  # no escaping the models folder
@@ -94,6 +94,8 @@ def test_save_path_numbers_files_and_stays_inside(comfy_environment):
     (folder / "talk_00007.webm").write_bytes(b"x")
     (folder / "talking_00099.mp4").write_bytes(b"x")  # another prefix
     assert services.save_path("EMO/talk", "output", 64, 64)[2] == 8
+    (folder / "talk_00012_.mp4").write_bytes(b"x")  # ComfyUI's own form
+    assert services.save_path("EMO/talk", "output", 64, 64)[2] == 13
     assert services.save_path("%width%x%height%", "temp", 64, 32)[1] == "64x32"
     with pytest.raises(ValueError, match="outside the output folder"):
         services.save_path("../../escape", "output", 64, 64)
@@ -291,3 +293,14 @@ def test_comfyui_services_are_used(fake_comfyui):
     assert services.video_from_file("/v.mp4") == ("VIDEO", "/v.mp4")
     services.send_ui_message("emo.plan", {"frames": 3})
     assert state.messages == [("emo.plan", {"frames": 3}, "c1")]
+
+
+def test_samples_are_installed_once_and_never_over_a_users_file(tmp_path):
+    written = services.install_samples(tmp_path)
+    assert sorted(p.name for p in written) == sorted(services.SAMPLES)
+    for name, source in services.SAMPLES.items():
+        assert (tmp_path / name).read_bytes() == (services.ASSETS_DIR / source).read_bytes()
+    (tmp_path / "emo_demo_voice.wav").write_bytes(b"the user's own")
+    assert services.install_samples(tmp_path) == []
+    assert (tmp_path / "emo_demo_voice.wav").read_bytes() == b"the user's own"
+    assert services.install_samples() == []  # outside ComfyUI: no input folder to fill

@@ -1,10 +1,12 @@
-"""VideoCombine: the file decoded back (frames, fps, audio), metadata, folders, numbering,
+"""EMO Video Combine: the file decoded back (frames, fps, audio), metadata, folders, numbering,
 streaming without a second copy, cancellation without a partial file, and input errors."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,10 @@ def test_mp4_with_sound_round_trip(comfy_environment):
     out = combine(frames(25), audio)
     path, video = out["result"]
     path = Path(path)
-    assert path == comfy_environment / "output" / "EMO" / "test_00001.mp4" and path.is_file()
+    assert path == comfy_environment / "output" / "EMO" / "test_00001_.mp4" and path.is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # a normal file, not mkstemp's 0600
     assert video is None  # no core VIDEO type outside ComfyUI
     info = probe_video(path)
     assert info["frames"] == 25 and info["fps"] == pytest.approx(25.0)
@@ -50,7 +55,7 @@ def test_mp4_with_sound_round_trip(comfy_environment):
     assert json.loads(info["metadata"]["workflow"]) == {"nodes": [], "links": []}
     assert json.loads(info["metadata"]["prompt"])["1"]["class_type"] == "EMOSampler"
     (entry,) = out["ui"]["gifs"]
-    assert entry == {"filename": "test_00001.mp4", "subfolder": "EMO", "type": "output",
+    assert entry == {"filename": "test_00001_.mp4", "subfolder": "EMO", "type": "output",
                      "format": "video/h264-mp4", "frame_rate": 25.0, "frame_count": 25, "has_audio": True,
                      "fullpath": str(path)}
 
@@ -59,7 +64,7 @@ def test_webm_to_temp_and_numbering(comfy_environment):
     first = Path(combine(frames(5), format="video/webm", crf=40, save_output=False)["result"][0])
     second = Path(combine(frames(5), format="video/webm", crf=40, save_output=False)["result"][0])
     assert first.parent == comfy_environment / "temp" / "EMO"
-    assert (first.name, second.name) == ("test_00001.webm", "test_00002.webm")
+    assert (first.name, second.name) == ("test_00001_.webm", "test_00002_.webm")  # ComfyUI's counter form
     info = probe_video(second)
     assert info["video_codec"] == "vp9" and info["audio_codec"] is None and info["frames"] == 5
 
@@ -119,16 +124,16 @@ def test_many_channels_are_mixed_down(caplog):
 
 
 def test_input_errors():
-    with pytest.raises(ValueError, match="VideoCombine: crf 60 is outside 0..51, the range of video/h264-mp4"):
+    with pytest.raises(ValueError, match="EMO Video Combine: crf 60 is outside 0..51, the range of video/h264-mp4"):
         combine(frames(3), crf=60)
-    with pytest.raises(ValueError, match="VideoCombine: got no frames"):
+    with pytest.raises(ValueError, match="EMO Video Combine: got no frames"):
         combine(torch.zeros(0, 8, 8, 3))
-    with pytest.raises(ValueError, match=r"VideoCombine: expected IMAGE frames \[N, H, W, 3\], got \(8, 8, 3\)"):
+    with pytest.raises(ValueError, match=r"EMO Video Combine: expected IMAGE frames \[N, H, W, 3\], got \(8, 8, 3\)"):
         combine(torch.zeros(8, 8, 3))
-    with pytest.raises(ValueError, match="VideoCombine: unknown format 'video/gif'"):
+    with pytest.raises(ValueError, match="EMO Video Combine: unknown format 'video/gif'"):
         combine(frames(3), format="video/gif")
-    with pytest.raises(ValueError, match="VideoCombine: filename_prefix '../../x' points outside the output folder"):
+    with pytest.raises(ValueError, match="EMO Video Combine: filename_prefix '../../x' points outside the output folder"):
         combine(frames(3), filename_prefix="../../x")
-    with pytest.raises(ValueError, match="VideoCombine: expected an AUDIO input"):
+    with pytest.raises(ValueError, match="EMO Video Combine: expected an AUDIO input"):
         combine(frames(3), audio=torch.zeros(1, 2, 100))
     assert math.isclose(EMOVideoCombine.INPUT_TYPES()["required"]["frame_rate"][1]["default"], 25.0)

@@ -51,6 +51,10 @@ test("readout shows duration, frames, fps and clips", () => {
   );
   assert.equal(readoutText({ seconds: 0.4, frames: 12, fps: 29.97, clips: 1 }), "0.4 s · 12 frames @ 29.97 fps · 1 clip");
   assert.equal(readoutText(undefined), "");
+  assert.equal(
+    readoutText({ seconds: 0.6, frames: 15, fps: 25, clips: 2, warning: "trained at 64 px" }),
+    "0.6 s · 15 frames @ 25 fps · 2 clips\n⚠ trained at 64 px",
+  );
 });
 
 test("caption under the video", () => {

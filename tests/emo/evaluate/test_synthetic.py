@@ -10,7 +10,7 @@ import torch
 
 from emo import synthetic
 from emo.cli import main
-from emo.face import detect_face_boxes
+from emo.faces.haar import detect_face_boxes
 from emo.video import probe_video, read_video_frames
 
 

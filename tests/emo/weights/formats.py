@@ -183,7 +183,7 @@ def read_hallo_fixture(path: Path) -> dict:
     projection reads."""
     from safetensors import safe_open
 
-    from emo.weights.hallo import hallo_config
+    from emo.families.hallo.convert import hallo_config
 
     meta = json.loads(path.with_suffix(".json").read_text())
     with safe_open(str(path), framework="pt") as handle:

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from emo.models import EMOModel
+from emo.model import EMOModel
 from emo.models.temporal import sinusoidal_table
 from emo.weights import load_components
 from tests.emo.weights import formats

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from emo.config import EMOConfig
-from emo.models import EMOModel
+from emo.model import EMOModel
 from emo.weights import WeightFileError, load_components, open_weights
 from tests.emo.weights import formats
 

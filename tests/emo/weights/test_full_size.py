@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from emo.models import EMOModel
+from emo.model import EMOModel
 from emo.weights import WeightFile, WeightFileError, plan_components
 from emo.weights.sd15 import diffusers_unet_config
 from tests.emo.weights import formats

@@ -1,19 +1,12 @@
-"""Tests for emo.face: Haar detection on a real photo, box arithmetic, the face-region mask."""
+"""Tests for emo.faces: Haar detection on a real photo, box arithmetic, the face-region mask."""
 
 import pytest
 import torch
 
-import emo.face as face
-from emo.face import (
-    FaceNotFoundError,
-    box_mask,
-    detect_face_box,
-    detect_face_boxes,
-    expand_box,
-    face_region_mask,
-    resize_mask,
-    union_box,
-)
+import emo.faces.haar as face
+from emo.faces.boxes import FaceNotFoundError, box_mask, expand_box, resize_mask, union_box
+from emo.faces.haar import detect_face_box, detect_face_boxes
+from emo.faces.region import face_region_mask
 from emo.image import resize
 
 # NASA's public-domain portrait of Eileen Collins, shipped inside the scikit-image wheel

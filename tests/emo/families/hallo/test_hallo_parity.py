@@ -12,16 +12,18 @@ import pytest
 import torch
 
 from emo.audio import window
-from emo.models import EMOModel
-from emo.schedulers import make_scheduler
-from emo.weights.hallo import (
+from emo.families.hallo.audio_modules import RegionAudioInputs
+from emo.families.hallo.convert import (
     build_hallo_model,
     convert_hallo_state,
     hallo_sd15_config,
     is_extra_to_hallo,
 )
+from emo.families.hallo.options import HalloOptions
+from emo.model import EMOModel
+from emo.schedulers import make_scheduler
 from tests.emo.weights import formats
-from tests.helpers import SHARED
+from tests.helpers import SHARED, missing_fixture
 
 FIXTURES = Path(os.environ.get("EMO_HALLO_FIXTURES", SHARED / "fixtures" / "hallo_parity"))
 FIXTURE_FILES = sorted(FIXTURES.glob("*.safetensors"))
@@ -30,7 +32,7 @@ FIXTURE_FILES = sorted(FIXTURES.glob("*.safetensors"))
 def test_full_size_hallo_keys_all_map():
     manifest_path = SHARED / "fixtures" / "weight_keys" / "hallo_keys.json"
     if not manifest_path.is_file():
-        pytest.skip(f"{manifest_path} not found")
+        missing_fixture(str(manifest_path))
     manifest = json.loads(manifest_path.read_text())
     flat = {f"{part}.{key}": shape for part, keys in manifest.items() for key, shape in keys.items()}
     converted = convert_hallo_state({k: torch.empty(0) for k in flat})
@@ -43,7 +45,9 @@ def test_full_size_hallo_keys_all_map():
     assert {k: v for k, v in shapes.items()} == {k: expected[k] for k in shapes}
     # What EMO adds on top of Hallo is only what Hallo cannot have.
     extra = [k for k in expected if k not in shapes]
-    assert {k.split(".")[0] for k in extra} == {"reference_net", "backbone", "speed_encoder", "vae", "audio_encoder"}
+    # Hallo has no speed layers, and its file no VAE, wav2vec2 or ReferenceNet output layers.
+    assert {k.split(".")[0] for k in extra} == {"reference_net", "vae", "audio_encoder"}
+    assert not any(".speed_" in k for k in expected)
 
 
 def test_unknown_keys_are_rejected():
@@ -60,7 +64,7 @@ def _fixture_ids():
 @pytest.fixture(scope="module", params=FIXTURE_FILES or [None], ids=_fixture_ids())
 def fixture(request):
     if request.param is None:
-        pytest.skip(f"no Hallo parity fixtures in {FIXTURES}")
+        missing_fixture(f"Hallo parity fixtures (*.safetensors) in {FIXTURES}")
     return load_fixture(request.param)
 
 
@@ -82,26 +86,27 @@ def _one_step(model, t, meta, cfg: bool = True):
         face_cond = model.face_projection(t["input.face_emb"])
         face_uncond = model.face_projection(torch.zeros_like(t["input.face_emb"]))
         face_out = model.face_locator(t["input.face_region"][None])  # (1, C0, h, w)
-        masks = {k: [t[f"input.{k}_mask_L{l}"] for l in range(4)] for k in ("full", "face", "lip")}
+        levels = len(model.config.unet.block_out_channels)
+        masks = [[t[f"input.{k}_mask_L{l}"] for k in ("full", "face", "lip")] for l in range(levels)]
+        scales = t["input.motion_scale"].tolist()
         ref = t["input.ref_latents"][None]  # (1, 1+M, 4, h, w)
         timestep = t["input.timestep"]
         if cfg:
             # Hallo's write pass sees [ref, m0, m1] twice with the contexts [u, c, u, c, u, c].
             context = torch.cat([face_uncond, face_cond]).repeat(1 + m, 1, 1)
             reference = model.reference_net(ref.repeat(2, 1, 1, 1, 1), context=context)
+            tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
             noise = model.backbone(
-                torch.cat([t["input.latents"]] * 2), timestep,
-                torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),
-                reference=reference, reference_rows=torch.tensor([False, True]),
+                torch.cat([t["input.latents"]] * 2), timestep, torch.cat([face_uncond, face_cond]),
+                reference=reference, reference_rows=(False, True),
                 face_features=torch.cat([torch.zeros_like(face_out), face_out]),
-                context=torch.cat([face_uncond, face_cond]), region_masks=masks,
-                region_scales=t["input.motion_scale"].tolist(),
+                audio=RegionAudioInputs(tokens.flatten(0, 1), masks, scales),
             )
         else:
             reference = model.reference_net(ref, context=face_cond.repeat(1 + m, 1, 1))
-            noise = model.backbone(t["input.latents"], timestep, audio_tokens, reference=reference,
-                                   face_features=face_out, context=face_cond, region_masks=masks,
-                                   region_scales=t["input.motion_scale"].tolist())
+            noise = model.backbone(t["input.latents"], timestep, face_cond, reference=reference,
+                                   face_features=face_out,
+                                   audio=RegionAudioInputs(audio_tokens.flatten(0, 1), masks, scales))
     return {"noise": noise, "audio_tokens": audio_tokens, "face_cond": face_cond,
             "face_uncond": face_uncond, "face_out": face_out}
 
@@ -137,8 +142,8 @@ def test_noise_prediction_matches_hallo(fixture):
 
 
 def _variant_model(fixture, **hallo_changes):
-    config = dataclasses.replace(fixture["config"],
-                                 hallo=dataclasses.replace(fixture["config"].hallo, **hallo_changes))
+    config = fixture["config"]
+    config = dataclasses.replace(config, family_options={**config.family_options, **hallo_changes})
     return build_hallo_model(fixture["weights"], config)
 
 
@@ -185,7 +190,7 @@ def test_pipeline_runs_a_hallo_model(fixture):
     settings = GenerationSettings(size=128, steps=1, frames_per_clip=4, motion_frames=2, seed=1)
 
     def run(**kwargs):
-        kwargs.setdefault("face_embedding", torch.ones(fixture["config"].hallo.face_embedding_dim))
+        kwargs.setdefault("face_embedding", torch.ones(HalloOptions.from_dict(fixture["config"].family_options).face_embedding_dim))
         return pipe(portrait(128), audio, face_mask=box_mask(128), settings=kwargs.pop("settings", settings),
                     **kwargs).frames
 
@@ -194,13 +199,13 @@ def test_pipeline_runs_a_hallo_model(fixture):
     assert torch.equal(base, run())
     other_scales = GenerationSettings(**{**settings.__dict__, "region_scales": (1.0, 1.0, 3.0)})
     assert (run(settings=other_scales) - base).abs().max() > 1e-6
-    assert (run(face_embedding=-torch.ones(fixture["config"].hallo.face_embedding_dim)) - base).abs().max() > 1e-6
+    assert (run(face_embedding=-torch.ones(HalloOptions.from_dict(fixture["config"].family_options).face_embedding_dim)) - base).abs().max() > 1e-6
     with pytest.raises(ValueError, match="face embedding has 3 values"):
         run(face_embedding=torch.ones(3))
 
 
 def test_region_masks_partition_the_image():
-    from emo.regions import per_level, region_masks
+    from emo.families.hallo.regions import per_level, region_masks
     from tests.helpers import box_mask
 
     masks = region_masks(box_mask(128, 0.25, 0.75))
@@ -221,7 +226,7 @@ def test_net_pth_file_with_vae_and_wav2vec2_files_converts(fixture, tmp_path):
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     from emo.checkpoints import load_checkpoint, save_checkpoint
-    from emo.weights.hallo import convert_hallo_file
+    from emo.families.hallo.convert import convert_hallo_file
     from tests.emo.weights.formats import save_pickle, save_safetensors
 
     config = fixture["config"]
@@ -237,7 +242,7 @@ def test_net_pth_file_with_vae_and_wav2vec2_files_converts(fixture, tmp_path):
                        wav2vec2.feature_projection.projection.weight)
     path = save_checkpoint(model, tmp_path / "hallo_emo.safetensors")
     reloaded = load_checkpoint(path)
-    assert reloaded.config.hallo is not None
+    assert reloaded.config.family == "hallo"
     noise = _one_step(reloaded, fixture["t"], fixture["meta"])["noise"]
     _close(noise, fixture["t"]["output.noise_pred"], 1e-4, 1e-4)
 

@@ -1,22 +1,36 @@
 """Hallo's audio modules: audio cross-attention split into full / face / lip regions.
 
 Hallo (fudan-generative-vision/hallo) puts one of these after every spatial transformer of its
-denoising UNet. Per frame: self-attention, then three cross-attentions to the frame's audio
-tokens whose outputs are multiplied by the region masks (pose = background, face, lip) at this
-resolution, passed through a 1x1 conv each, weighted by (pose, face, lip) scales and added;
-then a feed-forward. Parameter names follow Hallo's `net.pth` so its weights load unchanged.
+denoising UNet (the backbone's `audio_modules` at each temporal-module site). Per frame:
+self-attention, then three cross-attentions to the frame's audio tokens whose outputs are
+multiplied by the region masks (pose = background, face, lip) at this resolution, passed through
+a 1x1 conv each, weighted by (pose, face, lip) scales and added; then a feed-forward. Parameter
+names follow Hallo's `net.pth` so its weights load unchanged.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from .initialization import apply_zero_init
+from ...config import UNetConfig
+from ...models.initialization import apply_zero_init
+from ...models.unet import SiteGeometry
 
 REGIONS = ("full", "face", "lip")
+
+
+@dataclass
+class RegionAudioInputs:
+    """What the audio modules of one backbone call read."""
+
+    tokens: torch.Tensor  # (N, K, Da) audio tokens per image row (b f)
+    masks: list  # per resolution level: [full, face, lip], each (N or 1, H*W)
+    scales: tuple | None  # (pose, face, lip) weights
 
 
 class RegionAudioBlock(nn.Module):
@@ -61,8 +75,12 @@ class RegionAudioModule(nn.Module):
         self.transformer_blocks = nn.ModuleList([RegionAudioBlock(inner, heads, audio_dim)])
         self.proj_out = nn.Conv2d(inner, channels, kernel_size=1)
 
-    def forward(self, hidden: torch.Tensor, tokens: torch.Tensor, masks, scales) -> torch.Tensor:
-        """hidden: (N, C, H, W) frames; tokens: (N, K, Da); masks: 3 x (N or 1, H*W)."""
+    def forward(self, hidden: torch.Tensor, inputs: RegionAudioInputs, level: int,
+                use_scales: bool = True) -> torch.Tensor:
+        """hidden: (N, C, H, W) frames at resolution `level`; the masks of that level are used and
+        the (pose, face, lip) scales only when `use_scales` (Hallo's eval path passes none)."""
+        tokens, masks = inputs.tokens, inputs.masks[level]
+        scales = inputs.scales if use_scales else None
         n, c, h, w = hidden.shape
         x = self.proj_in(self.norm(hidden))
         inner = x.shape[1]
@@ -72,3 +90,13 @@ class RegionAudioModule(nn.Module):
             x = block(x, tokens.to(x.dtype), masks, scales, h, w)
         x = x.reshape(n, h, w, inner).permute(0, 3, 1, 2)
         return self.proj_out(x) + hidden
+
+
+def region_audio_module(cfg: UNetConfig, site: SiteGeometry, audio_dim: int) -> RegionAudioModule:
+    """Hallo's module at a backbone site. Hallo builds it with an inner width of
+    heads * (w // heads) for a w that is not always the site's own width (Q7 of the parity
+    fixtures): on the down path the layer's input width, on the up path the width of the
+    level's last skip, in the middle the site's width."""
+    heads = cfg.heads_at(site.level)
+    width = {"down": site.in_channels, "up": site.skip_channels, "mid": site.channels}[site.path]
+    return RegionAudioModule(site.channels, heads * (width // heads), heads, audio_dim, cfg.norm_num_groups)

@@ -2,8 +2,8 @@
 drag-and-drop, listed by ComfyUI as templates of this pack) and as its API-format twin
 (workflows/api/NAME.json, for `POST /prompt`).
 
-    python workflows/make_workflows.py          # rewrite all files
-    python workflows/make_workflows.py --check  # exit 1 if a file differs from what it would write
+    python scripts/make_workflows.py          # rewrite all files
+    python scripts/make_workflows.py --check  # exit 1 if a file differs from what it would write
 
 Widget order comes from the nodes' INPUT_TYPES, so regenerating after a node gains an input keeps
 the UI files loadable. `ui_to_api` turns a UI-format file back into API format; the tests use it
@@ -18,13 +18,22 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT.parent) not in sys.path:
-    sys.path.insert(0, str(ROOT.parent))
+REPO = Path(__file__).resolve().parents[1]
+ROOT = REPO / "workflows"  # what ComfyUI serves as this pack's templates: workflows only
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-CHECKPOINT = "emo-sd15.safetensors"  # what the README tells users to download into models/emo
-PORTRAIT = "emo_portrait.png"
-VOICE = "emo_voice.wav"
+# What the demo workflows load: the pack's bundled demo model and the sample media the pack
+# copies into ComfyUI's input folder on start (nodes.comfy_services.SAMPLES).
+DEMO_CHECKPOINT = "emo-demo.safetensors"
+DEMO_PORTRAIT = "emo_demo_portrait.png"
+DEMO_MASK = "emo_demo_portrait_mask.png"
+DEMO_VOICE = "emo_demo_voice.wav"
+PHOTO = "emo_sample_photo.jpg"
+SPEECH = "emo_sample_speech.wav"
+# What the real-model workflows name: the files their Note tells the user to put in place.
+USER_CHECKPOINT = "my-emo.safetensors"
+HALLO_NET, HALLO_VAE, HALLO_WAV2VEC2 = "net.pth", "sd-vae-ft-mse/", "wav2vec2-base-960h/"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 PACK = "comfyui-emo"  # Comfy Registry id (pyproject.toml)
 NOTE_POS = (40, 740)  # under LoadAudio, clear of nodes that grow with previews
@@ -50,13 +59,15 @@ CORE_NODES = {
                           widgets=["image", (None, "image")]),
     "LoadAudio": NodeSpec(inputs=[("audio", "COMBO")], outputs=[("AUDIO", "AUDIO")],
                           widgets=["audio", (None, None), (None, None)]),
+    "LoadImageMask": NodeSpec(inputs=[("image", "COMBO"), ("channel", "COMBO")], outputs=[("MASK", "MASK")],
+                              widgets=["image", "channel", (None, "image")]),
     "ImageScaleBy": NodeSpec(inputs=[("image", "IMAGE"), ("upscale_method", "COMBO"), ("scale_by", "FLOAT")],
                              outputs=[("IMAGE", "IMAGE")], widgets=["upscale_method", "scale_by"]),
     "PreviewImage": NodeSpec(inputs=[("images", "IMAGE")], outputs=[], widgets=[]),
 }
 NOTE_TYPES = ("Note", "MarkdownNote")
 CORE_DISPLAY_NAMES = {"LoadImage": "Load Image", "LoadAudio": "Load Audio", "ImageScaleBy": "Upscale Image By",
-                      "PreviewImage": "Preview Image"}
+                      "PreviewImage": "Preview Image", "LoadImageMask": "Load Image (as Mask)"}
 
 
 def pack_spec(node_class) -> NodeSpec:
@@ -116,26 +127,38 @@ class Graph:
     notes: list = field(default_factory=list)
 
 
-def _emo_graph(*, speed: float, keyframes: str = "", steps: int = 40, cfg: float = 3.5, scheduler: str = "ddim",
-               start: float = 0.0, duration: float = 0.0, prefix: str = "EMO/portrait",
-               video_format: str = "video/h264-mp4", crf: int = 19, upscale: bool = False) -> list:
+def _graph(*, loader: Node, image: str, audio: str, crop: str, speed: float, keyframes: str = "",
+           mask: str | None = None, steps: int = 0, cfg: float = -1.0, scheduler: str = "ddim", start: float = 0.0,
+           duration: float = 0.0, prefix: str = "EMO/portrait", video_format: str = "video/h264-mp4", crf: int = 19,
+           upscale: bool = False, stream: bool = False) -> list:
+    """The graph every workflow shares: loader -> reference (+ face region) -> audio -> speed ->
+    sampler -> (upscale) -> video. Widgets at 0 / -1 take the checkpoint's own settings."""
     nodes = [
-        Node(1, "EMOModelLoader", (40, 60), {"ckpt_name": CHECKPOINT, "precision": "auto"}, (315, 82)),
-        Node(2, "LoadImage", (40, 200), {"image": PORTRAIT}, (315, 314)),
-        Node(3, "LoadAudio", (40, 560), {"audio": VOICE}, (315, 136)),
-        Node(4, "EMOLoadReference", (400, 200), {"image": (2, 0), "size": 512, "crop": "face",
-                                                  "face_padding": 0.6}, (315, 130)),
-        Node(5, "EMOFaceRegionMask", (400, 380), {"image": (4, 1), "expand_ratio": 0.2}, (315, 80)),
-        Node(6, "PreviewImage", (400, 500), {"images": (4, 1)}, (315, 250), title="Prepared reference"),
-        Node(7, "EMOAudioEncode", (400, 790), {"audio": (3, 0), "model": (1, 0), "fps": 25.0,
+        loader,
+        Node(2, "LoadImage", (40, 200), {"image": image}, (315, 314)),
+        Node(3, "LoadAudio", (40, 560), {"audio": audio}, (315, 136)),
+        Node(4, "EMOLoadReference", (400, 200), {"image": (2, 0), "size": 0, "crop": crop,
+                                                  "face_padding": 0.6, "model": (1, 0)}, (315, 150)),
+        Node(5, "EMOFaceRegionMask", (400, 400), {"image": (4, 1), "expand_ratio": 0.2, "reference": (4, 0),
+                                                   **({"mask": (12, 0)} if mask else {})}, (315, 100)),
+        Node(6, "PreviewImage", (400, 540), {"images": (4, 1)}, (315, 250), title="Prepared reference"),
+        Node(7, "EMOAudioEncode", (400, 830), {"audio": (3, 0), "model": (1, 0), "fps": 0.0,
                                                "start_seconds": start, "duration_seconds": duration}, (315, 150)),
         Node(8, "EMOSpeedControl", (760, 60), {"speed": speed, "keyframes": keyframes}, (315, 130)),
-        Node(9, "EMOSampler", (760, 240), {
-            "model": (1, 0), "reference": (4, 0), "audio_features": (7, 0), "face_mask": (5, 0), "speed": (8, 0),
-            "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler, "frames_per_clip": 12,
-            "motion_frames": 4,
-        }, (315, 290)),
     ]
+    if mask:
+        nodes.append(Node(12, "LoadImageMask", (40, 1100), {"image": mask, "channel": "red"}, (315, 314),
+                          title="Face region (white)"))
+    sampling = {"model": (1, 0), "reference": (4, 0), "audio_features": (7, 0), "face_mask": (5, 0),
+                "speed": (8, 0), "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler,
+                "frames_per_clip": 0, "motion_frames": -1}
+    video = {"filename_prefix": prefix, "format": video_format, "crf": crf, "save_output": True}
+    if stream:
+        nodes.append(Node(9, "EMOSampleToVideo", (760, 240), {**sampling, **video, "preview_frames": 16,
+                                                               "audio": (7, 2)}, (340, 620)))
+        nodes.append(Node(10, "PreviewImage", (1140, 240), {"images": (9, 2)}, (315, 250), title="Preview frames"))
+        return nodes
+    nodes.append(Node(9, "EMOSampler", (760, 240), sampling, (315, 290)))
     frames = (9, 0)
     if upscale:
         nodes.append(Node(10, "ImageScaleBy", (1120, 240), {"image": (9, 0), "upscale_method": "lanczos",
@@ -143,48 +166,86 @@ def _emo_graph(*, speed: float, keyframes: str = "", steps: int = 40, cfg: float
                           title="Upscale (swap in an upscale model)"))
         frames = (10, 0)
     nodes.append(Node(11, "EMOVideoCombine", (1120 + (360 if upscale else 0), 240), {
-        "images": frames, "audio": (7, 2), "frame_rate": (9, 1), "filename_prefix": prefix,
-        "format": video_format, "crf": crf, "save_output": True,
-    }, (340, 420)))
+        "images": frames, "audio": (7, 2), "frame_rate": (9, 1), **video}, (340, 420)))
     return nodes
 
 
+def _demo(**kwargs) -> list:
+    """A graph on the bundled demo model and its sample talker (no download, no file to copy)."""
+    loader = Node(1, "EMOModelLoader", (40, 60), {"ckpt_name": DEMO_CHECKPOINT, "precision": "auto"}, (315, 82))
+    return _graph(loader=loader, image=DEMO_PORTRAIT, audio=DEMO_VOICE, mask=DEMO_MASK, crop="center", **kwargs)
+
+
+DEMO_NOTE = ("It runs as it is on the bundled demo model (emo-demo.safetensors, 64 px, synthetic drawn faces "
+             "only) with the sample talker the pack puts in ComfyUI's input folder. For your own photos load "
+             "a real model (see the Hallo and EMO checkpoint workflows). Widgets at 0 or -1 (size, fps, steps, "
+             "cfg, frames_per_clip, motion_frames) use the checkpoint's own settings.")
+
 WORKFLOWS = {
     "emo_talking_portrait": Graph(
-        "A talking portrait: one image + a voice track -> an mp4 with sound.",
-        _emo_graph(speed=0.5, prefix="EMO/talking"),
-        [Note(20, NOTE_POS, "Talking portrait\n\n1. Put an EMO checkpoint in ComfyUI/models/emo.\n"
-                              "2. Load a frontal portrait and a voice recording (any length, any rate).\n"
-                              "3. Queue. EMOSampler shows clips and frames as it works; VideoCombine "
-                              "plays the result (hover it for sound).\n\nSpeed 0.5 suits speech.")],
+        "A talking portrait: one image + a voice track -> an mp4 with sound (runs on the bundled demo model).",
+        _demo(speed=0.5, prefix="EMO/talking"),
+        [Note(20, NOTE_POS, "Talking portrait\n\n" + DEMO_NOTE + "\n\nSpeed 0.5 suits speech. The demo "
+                            "portrait's face region comes from its mask file (Load Image (as Mask)); real photos "
+                            "need none: the face is found in the full-resolution photo.", (315, 330))],
     ),
     "emo_singing_portrait": Graph(
-        "A singing portrait: livelier head motion (speed 1.2) for a song.",
-        _emo_graph(speed=1.2, prefix="EMO/singing"),
-        [Note(20, NOTE_POS, "Singing portrait\n\nSpeedControl 1.2: singing moves the head more than "
-                              "speech (the paper uses 1.0-1.3). For a song with a calm verse and a lively "
-                              "chorus, write keyframes instead, e.g.\n0: 0.6\n12: 1.2")],
+        "A singing portrait: livelier head motion (speed 1.2) for a song (runs on the bundled demo model).",
+        _demo(speed=1.2, prefix="EMO/singing"),
+        [Note(20, NOTE_POS, "Singing portrait\n\nSpeed Control 1.2: singing moves the head more than "
+                            "speech (the paper uses 1.0-1.3). For a song with a calm verse and a lively "
+                            "chorus, write keyframes instead, e.g.\n0: 0.6\n12: 1.2\n\n" + DEMO_NOTE,
+              (315, 330))],
     ),
     "emo_long_audio": Graph(
-        "Long audio: a minute-long section of a track, fewer steps with DPM-Solver++, a speed curve.",
-        _emo_graph(speed=0.5, keyframes="0: 0.4\n30: 0.8\n60: 0.5", steps=25, scheduler="dpmpp_2m",
-                   start=0.0, duration=60.0, prefix="EMO/long"),
-        [Note(20, NOTE_POS, "Long audio\n\nEMO generates 12-frame clips one after another, each continuing "
-                              "from the last 4 frames, so any length works; time grows linearly "
-                              "(progress bar: steps across all clips).\n\nThe frames are kept in RAM "
-                              "(about 3 MB per 512 px frame: 1 minute at 25 fps = 4.7 GB). For longer "
-                              "tracks render sections: set start_seconds/duration_seconds on AudioEncode "
-                              "(0-60, 60-120, ...) and queue each.\n\ndpmpp_2m at 25 steps is about "
-                              "as good as ddim at 40.", (315, 330))],
+        "Long audio: EMO Sample To Video streams every clip into the file, so memory does not grow with "
+        "the length (runs on the bundled demo model).",
+        _demo(speed=0.5, keyframes="0: 0.4\n30: 0.8\n60: 0.5", prefix="EMO/long", stream=True),
+        [Note(20, NOTE_POS, "Long audio\n\nEMO generates clips one after another, each continuing from the "
+                            "last frames of the one before, so any length works; time grows linearly.\n\n"
+                            "EMO Sample To Video writes each clip into the video as soon as it is made: memory "
+                            "stays that of one clip however long the audio (EMO Sampler keeps every frame in "
+                            "RAM: 4.7 GB per minute at 512 px). It outputs a few frames as a preview.\n\n"
+                            + DEMO_NOTE, (315, 400))],
     ),
     "emo_upscale_chain": Graph(
-        "EMO frames through an upscaler into VideoCombine (webm), as IMAGE like any other frames.",
-        _emo_graph(speed=0.5, prefix="EMO/upscaled", video_format="video/webm", crf=32, upscale=True),
-        [Note(20, NOTE_POS, "Chaining\n\nEMOSampler outputs plain IMAGE frames: put upscalers, face "
-                              "restorers or frame interpolators between it and VideoCombine.\n\nFor a "
-                              "model upscaler replace 'Upscale' with UpscaleModelLoader + "
-                              "ImageUpscaleWithModel. After a 2x frame interpolator, double "
-                              "VideoCombine's frame_rate (disconnect the fps link and type 50).")],
+        "EMO frames through an upscaler into Video Combine (webm), as IMAGE like any other frames "
+        "(runs on the bundled demo model).",
+        _demo(speed=0.5, prefix="EMO/upscaled", video_format="video/webm", crf=32, upscale=True),
+        [Note(20, NOTE_POS, "Chaining\n\nEMO Sampler outputs plain IMAGE frames: put upscalers, face "
+                            "restorers or frame interpolators between it and Video Combine.\n\nFor a "
+                            "model upscaler replace 'Upscale' with UpscaleModelLoader + "
+                            "ImageUpscaleWithModel. After a 2x frame interpolator, double "
+                            "Video Combine's frame_rate (disconnect the fps link and type 50).\n\n" + DEMO_NOTE,
+              (315, 360))],
+    ),
+    "hallo_talking_photo": Graph(
+        "Hallo's released weights on a real photo and real speech (needs Hallo's files; see the note).",
+        _graph(loader=Node(1, "EMOHalloLoader", (40, 60), {"net_name": HALLO_NET, "vae_name": HALLO_VAE,
+                                                            "wav2vec2_name": HALLO_WAV2VEC2, "precision": "auto"},
+                           (315, 130)),
+               image=PHOTO, audio=SPEECH, crop="face", speed=0.5, prefix="EMO/hallo"),
+        [Note(20, NOTE_POS, "Hallo (fudan-generative-vision/hallo, MIT) on a real photo\n\nPut Hallo's files "
+                            "(from its pretrained_models download) here:\n"
+                            "- pretrained_models/hallo/net.pth -> ComfyUI/models/hallo/net.pth\n"
+                            "- pretrained_models/sd-vae-ft-mse/ (the folder) -> ComfyUI/models/vae/sd-vae-ft-mse/\n"
+                            "- pretrained_models/wav2vec/wav2vec2-base-960h/ (the folder) -> "
+                            "ComfyUI/models/audio_encoders/wav2vec2-base-960h/\n"
+                            "then refresh the page. The sample photo and speech come with the pack; use your own "
+                            "frontal portrait and voice. Hallo runs at 512 px, 16-frame clips, 40 steps, cfg 3.5 "
+                            "(its checkpoint's settings, taken when the widgets are 0 / -1).", (315, 400))],
+    ),
+    "emo_checkpoint_photo": Graph(
+        "An EMO checkpoint you trained or converted (models/emo) on a real photo and real speech.",
+        _graph(loader=Node(1, "EMOModelLoader", (40, 60), {"ckpt_name": USER_CHECKPOINT, "precision": "auto"},
+                           (315, 82)),
+               image=PHOTO, audio=SPEECH, crop="face", speed=0.5, prefix="EMO/checkpoint"),
+        [Note(20, NOTE_POS, "Your EMO checkpoint on a real photo\n\nPut the checkpoint (one .safetensors "
+                            "written by `emo train`, `emo convert` or `emo assemble`) in ComfyUI/models/emo/ "
+                            "(or an 'emo:' folder of extra_model_paths.yaml), refresh the page and pick it in "
+                            "EMO Load Checkpoint (the workflow names my-emo.safetensors). Its own settings "
+                            "(size, fps, clip length, steps, cfg) apply while the widgets are 0 / -1. The sample "
+                            "photo and speech come with the pack; use your own.", (315, 330))],
     ),
 }
 

@@ -10,10 +10,11 @@ Hallo's `net.pth` holds five networks; each maps onto a part of `EMOModel` by pr
     imageproj.*       -> face_projection.*
     audioproj.*       -> audio_projection.*   (proj1..3 + norm, same names)
 
-What Hallo does not have (EMO's speed layers and speed encoder) keeps its initial values, which
-are no-ops (zero-initialised outputs). The VAE and wav2vec2 come from their own files.
-The architecture numbers come from Hallo's `configs/inference/default.yaml` and
-`scripts/inference.py` (`hallo_sd15_config`), or from a config dict for other sizes.
+Hallo has no speed layers, so the converted model has none either (`config.speed` is None).
+Checkpoints converted by earlier versions carry EMO's no-op speed layers and still load. The VAE
+and wav2vec2 come from their own files. The architecture numbers come from Hallo's
+`configs/inference/default.yaml` and `scripts/inference.py` (`hallo_sd15_config`), or from a
+config dict for other sizes.
 """
 
 from __future__ import annotations
@@ -22,16 +23,25 @@ import logging
 from collections.abc import Mapping
 
 import torch
+from diffusers import AutoencoderKL
+from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from ..config import (
+from ...checkpoints import parse_dtype
+from ...config import (
     AudioConfig,
     EMOConfig,
     FaceLocatorConfig,
-    HalloConfig,
     InferenceDefaults,
     TemporalConfig,
     UNetConfig,
 )
+from ...keys import mismatch
+from ...model import EMOModel
+from ...weights.assemble import initialise_new_layers
+from ...weights.components import load_components
+from ...weights.files import open_weights
+from ...weights.layout import put
+from .options import HalloOptions
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +123,13 @@ def hallo_config(unet: Mapping, unet_additional_kwargs: Mapping, *, face_locator
                                                                                  (16, 32, 64, 128)))),
         vae=dict(vae),
         scheduler=dict(scheduler or HALLO_SCHEDULER),
+        speed=None,
         defaults=InferenceDefaults(**HALLO_DEFAULTS),
-        hallo=HalloConfig(face_embedding_dim=imageproj["clip_embeddings_dim"],
-                          face_tokens=imageproj["clip_extra_context_tokens"],
-                          audio_attention_dim=extra["audio_attention_dim"]),
         name=name,
+        family="hallo",
+        family_options=HalloOptions(face_embedding_dim=imageproj["clip_embeddings_dim"],
+                                    face_tokens=imageproj["clip_extra_context_tokens"],
+                                    audio_attention_dim=extra["audio_attention_dim"]).to_dict(),
     )
 
 
@@ -165,12 +177,11 @@ def convert_hallo_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 # Parts of EMOModel that a Hallo file never has. Anything else missing is an error.
-NOT_IN_HALLO = ("reference_net.conv_norm_out.", "reference_net.conv_out.", "speed_encoder.", "vae.",
-                "audio_encoder.")
+NOT_IN_HALLO = ("reference_net.conv_norm_out.", "reference_net.conv_out.", "vae.", "audio_encoder.")
 
 
 def is_extra_to_hallo(key: str) -> bool:
-    return key.startswith(NOT_IN_HALLO) or ".speed_" in key
+    return key.startswith(NOT_IN_HALLO)
 
 
 def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, vae=None, wav2vec2=None,
@@ -180,22 +191,11 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, v
     state: Hallo's `net.pth` state dict; vae / wav2vec2: files, folders or WeightFiles that
     `emo.weights.load_components` reads (sd-vae-ft-mse and wav2vec2-base-960h for the real
     model). Without them the VAE and wav2vec2 get a random initialisation, which only tests and
-    shape checks should use. What EMO has beyond Hallo (speed layers, the ReferenceNet's unused
+    shape checks should use. What the model has beyond Hallo's file (the ReferenceNet's unused
     output layers) keeps its constructor values. `dtype` is that of every floating tensor
     (default fp32); the model is built in it directly, so a full-size fp16 conversion never
     holds an fp32 copy.
     """
-    from diffusers import AutoencoderKL
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    from ..keys import mismatch
-    from ..models import EMOModel
-    from .assemble import initialise_new_layers
-    from .components import load_components
-    from .layout import put
-
-    from ..checkpoints import parse_dtype
-
     converted = convert_hallo_state(state)
     with torch.device("meta"):
         model = EMOModel(config)
@@ -224,8 +224,6 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, v
 def convert_hallo_file(net: str, *, vae, wav2vec2, config: EMOConfig | None = None, seed: int = 0,
                        dtype: torch.dtype | str | None = None):
     """Read Hallo's `net.pth` (a pickle, loaded with weights_only=True) and build the model."""
-    from .files import open_weights
-
     weights = open_weights(net, "Hallo net.pth")
     return build_hallo_model({k: weights[k] for k in weights}, config or hallo_sd15_config(),
                              vae=vae, wav2vec2=wav2vec2, seed=seed, dtype=dtype)

@@ -4,7 +4,7 @@
 # export -> evaluate. Seeded; about 50 minutes on 2 idle CPU cores, faster on a GPU (the trainer uses
 # one when there is one). `make demo-model` runs it.
 #
-#   examples/train_demo_model.sh [OUT]     (default OUT: outputs/demo-model)
+#   scripts/train_demo_model.sh [OUT]     (default OUT: outputs/demo-model)
 #
 # The result is a demonstration model for synthetic drawn faces only: trained on `emo synth`
 # talkers (seeds 0..599), measured on held-out ones (seeds >= 1,000,000) by `emo evaluate`.
@@ -57,7 +57,7 @@ model = load_checkpoint(sys.argv[1])
 model.config.defaults.guidance_scale = 2.0
 save_checkpoint(model, sys.argv[2], description=(
     "EMO demonstration model for SYNTHETIC DRAWN FACES only (64 px; trained on `emo synth` talkers by "
-    "examples/train_demo_model.sh). It shows the whole system working without downloads; it is not a "
+    "scripts/train_demo_model.sh). It shows the whole system working without downloads; it is not a "
     "model of real people and will not animate photographs."))
 PY
 
@@ -65,5 +65,5 @@ step "evaluate on held-out talkers"
 $PYTHON -m emo evaluate --checkpoint "$OUT/emo-demo.safetensors" --json "$OUT/evaluation.json" -q
 
 step "sample portrait and voice (held-out talker)"
-PYTHONPATH=. $PYTHON examples/make_demo_sample.py "$OUT/sample"
+PYTHONPATH=. $PYTHON scripts/make_demo_sample.py "$OUT/sample"
 step "done: $OUT/emo-demo.safetensors; to ship it: cp $OUT/emo-demo.safetensors $OUT/sample/* emo/assets/"

@@ -3,10 +3,10 @@ portrait), its face mask and its voice.
 
 The talker's seed (SAMPLE_SEED) is in the held-out range (>= emo.synthetic.EVALUATION_SEED_START)
 and not one `emo evaluate` draws, so neither training nor evaluation has seen this face or voice.
-Run by examples/train_demo_model.sh; the files are committed in emo/assets/ so that
+Run by scripts/train_demo_model.sh; the files are committed in emo/assets/ so that
 `python -m emo generate` works on a fresh clone:
 
-    python examples/make_demo_sample.py emo/assets
+    python scripts/make_demo_sample.py emo/assets
 """
 
 from __future__ import annotations

@@ -1,0 +1,111 @@
+"""The Hallo family: how a Hallo model is built and conditioned.
+
+Hallo (fudan-generative-vision/hallo, MIT) is EMO-like; where it differs, this module says so:
+- its spatial cross-attention (`attn2`) attends to face tokens projected from a face-recognition
+  embedding (`face_projection`), and the audio goes to separate audio modules at every
+  temporal-module site (`audio_modules.py`): three branches masked by the background / face /
+  lip regions and weighted by (pose, face, lip) scales;
+- the motion-frame features a temporal module sees are the ReferenceNet's `attn1` inputs at the
+  transformer just before it (EMO: the block output), and every reference feature is rounded to
+  fp16 before use;
+- its ReferenceNet batch is [reference, motion frames] once per guidance row with the face
+  contexts alternating (u, c, u, c, ...), and its reader tiles that batch over the frames;
+- its inference leaves the UNet in training mode: plain levels run resnets only (see
+  `HalloOptions.inference_path`);
+- no speed layers; first-clip motion frames are copies of the reference.
+The parity fixtures (shared/fixtures/hallo_parity, README) document each of these.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ...models.unet import BackboneOptions, ReferenceOptions, SitePlan
+from ..base import ModelFamily, VideoConditioning
+from .audio_modules import RegionAudioInputs, region_audio_module
+from .face_projection import FaceEmbeddingProjection
+from .options import HalloOptions
+from .regions import per_level, region_masks
+
+logger = logging.getLogger(__name__)
+
+# What each kind of temporal-module site does on Hallo's two inference paths. In training mode
+# with gradient checkpointing on (how Hallo's script leaves its UNet), plain levels take a
+# branch that runs the resnets only, and attention levels use the motion frames and the scales.
+SITE_PLANS = {
+    "train": {"attention": SitePlan(), "plain": SitePlan(temporal=False, motion_frames=False, audio_scales=False),
+              "mid": SitePlan()},
+    "eval": {"attention": SitePlan(motion_frames=False, audio_scales=False),
+             "plain": SitePlan(motion_frames=False, audio_scales=False), "mid": SitePlan()},
+}
+
+
+class HalloFamily(ModelFamily):
+    name = "hallo"
+    description = "Hallo"
+
+    def options(self, config) -> HalloOptions:
+        return HalloOptions.from_dict(config.family_options)
+
+    def reference_options(self, config) -> ReferenceOptions:
+        fp16 = self.options(config).reference_bank_fp16
+        return ReferenceOptions(motion_source="attention_input", feature_dtype=torch.float16 if fp16 else None)
+
+    def backbone_options(self, config) -> BackboneOptions:
+        options = self.options(config)
+        return BackboneOptions(
+            site_plan=SITE_PLANS[options.inference_path], tile_reference_items=True,
+            audio_module=lambda cfg, site: region_audio_module(cfg, site, options.audio_attention_dim))
+
+    def audio_token_dim(self, config) -> int:
+        return self.options(config).audio_attention_dim
+
+    def extra_modules(self, config) -> dict[str, nn.Module]:
+        options = self.options(config)
+        return {"face_projection": FaceEmbeddingProjection(options.face_embedding_dim, options.face_tokens,
+                                                           config.unet.cross_attention_dim)}
+
+    def check_face_embedding(self, face_embedding) -> None:
+        return None  # checked against the model's width in video_conditioning
+
+    def video_conditioning(self, model, *, mask, face_embedding, motion_frames, region_scales, use_cfg,
+                           latent_hw=None) -> VideoConditioning:
+        config = model.config
+        options = self.options(config)
+        device, dtype = model.device, model.dtype
+        face_features = model.face_locator(mask[None, None].to(device, dtype))
+        if face_embedding is None:
+            logger.warning("Hallo: no face embedding given; using zeros, so identity comes from the reference "
+                           "image alone")
+            face_embedding = torch.zeros(options.face_embedding_dim)
+        face_embedding = torch.as_tensor(face_embedding, dtype=torch.float32).reshape(1, -1)
+        if face_embedding.shape[1] != options.face_embedding_dim:
+            raise ValueError(f"the face embedding has {face_embedding.shape[1]} values; this Hallo model takes "
+                             f"{options.face_embedding_dim} (the portrait's ArcFace embedding).")
+        cond = model.face_projection(face_embedding.to(device, dtype))
+        levels = len(config.unet.block_out_channels)
+        if latent_hw is None:
+            latent_hw = (mask.shape[0] // config.latent_scale, mask.shape[1] // config.latent_scale)
+        masks = per_level(region_masks(mask), latent_hw, levels)
+        by_level = [[masks[kind][level].to(device, dtype) for kind in ("full", "face", "lip")]
+                    for level in range(levels)]
+        n = motion_frames
+        if use_cfg:
+            uncond = model.face_projection(torch.zeros_like(face_embedding).to(device, dtype))
+            context = torch.cat([uncond, cond])
+            # Hallo's write pass: [ref, motion...] twice, contexts alternating u, c, u, c, ...
+            reference_context, items = context.repeat(1 + n, 1, 1), 2
+            face_features = torch.cat([torch.zeros_like(face_features), face_features])
+        else:
+            context, reference_context, items = cond, cond.repeat(1 + n, 1, 1), 1
+        scales = list(region_scales)
+
+        def audio_inputs(tokens: torch.Tensor) -> RegionAudioInputs:
+            return RegionAudioInputs(tokens=tokens.to(dtype).flatten(0, 1), masks=by_level, scales=scales)
+
+        return VideoConditioning(face_features=face_features, reference_context=reference_context,
+                                 reference_items=items, context=context, audio_inputs=audio_inputs,
+                                 batched_guidance_only=True)
