@@ -24,16 +24,17 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from side_by_side import (  # noqa: E402
+    ARCHS,
     HALLO_SCHEDULER,
     Clock,
     PeakMemory,
     hallo_additional_kwargs,
+    load_average,
     parse_dtype,
     random_weight,
     read_json,
     set_threads,
     unet_config,
-    ARCHS,
     write_json,
 )
 
@@ -58,7 +59,7 @@ def import_hallo(checkout: str):
         AudioProj=audio_proj.AudioProjModel, Control=mutual_self_attention.ReferenceAttentionControl)
 
 
-def build_hallo(hallo, arch: dict, keys: dict, seed: int) -> nn.Module:
+def build_hallo(hallo, arch: dict, keys: dict, seed: int, device: torch.device) -> nn.Module:
     """Hallo's `Net` (same attribute names, so the same state-dict keys), shared random weights."""
     config = unet_config(arch)
     config_3d = {**config, "_class_name": "UNet3DConditionModel",  # what from_pretrained_2d changes
@@ -73,7 +74,7 @@ def build_hallo(hallo, arch: dict, keys: dict, seed: int) -> nn.Module:
                                              **arch["face_locator"])
         net.imageproj = hallo.ImageProj(cross_attention_dim=config["cross_attention_dim"], **arch["imageproj"])
         net.audioproj = hallo.AudioProj(**arch["audioproj"])
-    net.to_empty(device="cpu")
+    net.to_empty(device=device)
     state = net.state_dict()
     mine = {k: list(v.shape) for k, v in state.items()}
     if mine != keys:
@@ -83,7 +84,7 @@ def build_hallo(hallo, arch: dict, keys: dict, seed: int) -> nn.Module:
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}")
     with torch.no_grad():
         for key, tensor in state.items():
-            tensor.copy_(random_weight(key, tensor.shape, seed))
+            tensor.copy_(random_weight(key, tensor.shape, seed, device))
     net.reference_unet.eval()  # from_pretrained calls eval(); from_pretrained_2d (from_config) does not
     net.reference_unet.enable_gradient_checkpointing()
     net.denoising_unet.enable_gradient_checkpointing()
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
     job = read_json(workdir / "job.json")
     device, dtype = torch.device(job["device"]), parse_dtype(job["dtype"])
     hallo = import_hallo(args.hallo)
-    net = build_hallo(hallo, ARCHS[job["arch"]], read_json(workdir / "keys.json"), job["seed"])
+    net = build_hallo(hallo, ARCHS[job["arch"]], read_json(workdir / "keys.json"), job["seed"], device)
     net.to(device=device, dtype=dtype)
     x = load_file(str(workdir / "ours.safetensors"))
     clock, memory = Clock(device), PeakMemory(device)
@@ -162,17 +163,19 @@ def main(argv=None) -> int:
         denoise_clip(hallo, net, x, 1, job["frames"], clock, {"reference": [], "backbone": []})
     seconds = {"reference": [], "backbone": []}
     memory.reset()
+    load = [load_average()]
     start = clock.now()
     first, latents = denoise_clip(hallo, net, x, job["steps"], job["frames"], clock, seconds)
     clip = clock.now() - start
     peak = memory.peak_mb()
+    load.append(load_average())
     save_file({"noise_pred": first.float().cpu().contiguous(), "latents": latents.float().cpu().contiguous()},
               str(workdir / "hallo.safetensors"))
     step = seconds["reference"][0] + sum(seconds["backbone"]) / len(seconds["backbone"])
     write_json(workdir / "hallo.json", {"step_s": step, "clip_s": clip, "peak_mb": peak,
                                         "reference_s": seconds["reference"][0],
                                         "backbone_calls": len(seconds["backbone"]),
-                                        "backbone_s": sum(seconds["backbone"])})
+                                        "backbone_s": sum(seconds["backbone"]), "load": load})
     return 0
 
 

@@ -77,18 +77,19 @@ HALLO_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "l
                    "timestep_spacing": "trailing"}
 
 
-def random_weight(key: str, shape, seed: int) -> torch.Tensor:
+def random_weight(key: str, shape, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
     """The value of one `net.pth` entry, the same in both processes: seeded by its name.
 
     Weights N(0, 1/fan_in) (every layer active, activations of order 1 at any width), 1-D
     weights (norms) 1 + 0.1 N, biases 0.05 N, so no zero-initialised layer stays a no-op; the
-    temporal position tables are the sinusoid AnimateDiff stores. float32 on the CPU.
+    temporal position tables are the sinusoid AnimateDiff stores. float32, drawn on `device`
+    (a GPU draws its 2.4 B values in a blink; the values depend on the device type).
     """
     shape = tuple(shape)
     if key.endswith("pos_encoder.pe"):
-        return sinusoid(shape[1], shape[2])
-    generator = torch.Generator().manual_seed((zlib.crc32(key.encode()) + seed) % 2**63)
-    noise = torch.randn(shape, generator=generator)
+        return sinusoid(shape[1], shape[2]).to(device)
+    generator = torch.Generator(device=device).manual_seed((zlib.crc32(key.encode()) + seed) % 2**63)
+    noise = torch.randn(shape, generator=generator, device=device)
     if key.endswith("bias"):
         return noise * 0.05
     if len(shape) == 1:
@@ -151,6 +152,11 @@ class PeakMemory:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         raise RuntimeError("vs_hallo: /proc/self/status has no VmHWM line; peak memory needs Linux.")
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (runnable threads), to say how shared a CPU run was."""
+    return round(os.getloadavg()[0], 2)
 
 
 def set_threads() -> None:

@@ -27,8 +27,10 @@ Measures, each side in its own process:
 - peak_mb: CUDA max_memory_allocated, or on a CPU the process's peak resident set during the
   work (weights included, their loading not).
 Checks that both predict the same noise at the first step (relative L2 within `TOLERANCE`) and
-prints, last, one JSON line {"device", "dtype", "ours": {...}, "hallo": {...}, "ratio_step",
-"ratio_clip", "max_rel_diff", ...}. Exits 1 when the outputs differ.
+that the final latents of the clip agree too, and prints, last, one JSON line {"device", "dtype",
+"ours": {...}, "hallo": {...}, "ratio" (= "ratio_step", Hallo / ours), "ratio_clip",
+"step_rel_diff", "clip_rel_diff", "max_rel_diff" (the larger), "equal", "load_average", ...}.
+Exits 1 when the outputs differ.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from side_by_side import (  # noqa: E402
     Clock,
     PeakMemory,
     hallo_additional_kwargs,
+    load_average,
     parse_dtype,
     random_weight,
     read_json,
@@ -78,9 +81,9 @@ def build_ours(arch_name: str, dtype: torch.dtype, device: torch.device, seed: i
     from torch import nn
 
     from emo.config import EMOConfig
-    from emo.models import EMOModel
+    from emo.families.hallo.convert import PREFIXES, hallo_config, hallo_sd15_config, is_extra_to_hallo
+    from emo.model import EMOModel
     from emo.weights.assemble import initialise_new_layers
-    from emo.weights.hallo import PREFIXES, hallo_config, hallo_sd15_config, is_extra_to_hallo
     from emo.weights.layout import put
 
     tiny = EMOConfig.preset("tiny")
@@ -107,12 +110,15 @@ def build_ours(arch_name: str, dtype: torch.dtype, device: torch.device, seed: i
         part = key.split(".", 1)[0] + "."
         hallo_key = to_hallo[part] + key[len(part):]
         keys[hallo_key] = list(tensor.shape)
-        put(model, {key: random_weight(hallo_key, tensor.shape, seed)}, device)
-    initialise_new_layers(model, seed=seed)  # speed layers (no-ops), VAE, unused ReferenceNet output
+        put(model, {key: random_weight(hallo_key, tensor.shape, seed, device)}, device)
+    initialise_new_layers(model, seed=seed)  # the VAE and the ReferenceNet's unused output layers
     return model.to(device).eval(), keys
 
 
 def make_inputs(config, size: int, frames: int, seed: int) -> dict:
+    from emo.families.hallo.options import HalloOptions
+
+    face_embedding_dim = HalloOptions.from_dict(config.family_options).face_embedding_dim
     generator = torch.Generator().manual_seed(seed + 1)
     mask = torch.zeros(size, size)
     mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
@@ -120,7 +126,7 @@ def make_inputs(config, size: int, frames: int, seed: int) -> dict:
         "image": torch.rand(size, size, 3, generator=generator),
         "mask": mask,
         "audio": torch.randn(frames, config.audio.num_layers, config.audio.hidden_size, generator=generator),
-        "face_embedding": torch.randn(config.hallo.face_embedding_dim, generator=generator),
+        "face_embedding": torch.randn(face_embedding_dim, generator=generator),
     }
 
 
@@ -182,13 +188,16 @@ def run_ours(job: dict, workdir: Path) -> dict:
         clip(1)
     probe.reset()
     memory.reset()
+    load = [load_average()]
     start = clock.now()
     clip(job["steps"])
     seconds = clock.now() - start - sum(probe.seconds["vae"])
     peak = memory.peak_mb()
+    load.append(load_average())
 
     (images,), _ = probe.first["reference.args"]
-    (sample, timestep, _), kwargs = probe.first["backbone.args"]
+    args, kwargs = probe.first["backbone.args"]
+    sample, timestep = args[:2]
     (face_region,), _ = probe.first["face_locator.args"]
     h, w = sample.shape[-2:]
     noise = torch.randn((1, 4, job["frames"], h, w), generator=torch.Generator().manual_seed(job["seed"]))
@@ -202,12 +211,12 @@ def run_ours(job: dict, workdir: Path) -> dict:
         "noise_pred": probe.first["backbone.output"].float(),  # (2, 4, F, h, w) [uncond, cond]
         "latents": final["latents"].float(),
     }
-    for kind, levels in kwargs["region_masks"].items():
-        for level, m in enumerate(levels):
+    for level, masks in enumerate(kwargs["audio"].masks):  # Hallo's RegionAudioInputs: [full, face, lip]
+        for kind, m in zip(("full", "face", "lip"), masks):
             tensors[f"mask.{kind}.{level}"] = m.float()  # (1, h_l * w_l)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(workdir / "ours.safetensors"))
     return timings(probe.seconds["reference"], probe.seconds["backbone"], seconds, peak,
-                   vae_s=sum(probe.seconds["vae"]), first_timestep=int(timestep))
+                   vae_s=sum(probe.seconds["vae"]), first_timestep=int(timestep), load=load)
 
 
 def timings(reference_s: list, backbone_s: list, clip_s: float, peak_mb: float, **extra) -> dict:
@@ -234,14 +243,18 @@ def compare(job: dict, workdir: Path) -> dict:
     ours, hallo = load_file(str(workdir / "ours.safetensors")), load_file(str(workdir / "hallo.safetensors"))
     o, h = read_json(workdir / "ours.json"), read_json(workdir / "hallo.json")
     step_diff = rel_l2(ours["noise_pred"], hallo["noise_pred"])
-    keep = ("step_s", "clip_s", "peak_mb")
+    clip_diff = rel_l2(ours["latents"], hallo["latents"])
+    keep = ("step_s", "clip_s", "peak_mb", "reference_s", "backbone_s")
+    loads = {side: r.get("load") for side, r in (("ours", o), ("hallo", h))}
     return {
         "device": job["device_name"], "dtype": job["dtype"], "arch": job["arch"], "size": job["size"],
         "frames": job["frames"], "steps": job["steps"], "threads": torch.get_num_threads(),
         "ours": {k: round(o[k], 3) for k in keep}, "hallo": {k: round(h[k], 3) for k in keep},
+        "ratio": round(h["step_s"] / o["step_s"], 3),  # Hallo / ours, one guided step (> 1: ours faster)
         "ratio_step": round(h["step_s"] / o["step_s"], 3), "ratio_clip": round(h["clip_s"] / o["clip_s"], 3),
-        "max_rel_diff": step_diff, "clip_rel_diff": rel_l2(ours["latents"], hallo["latents"]),
-        "equal": step_diff <= TOLERANCE[job["dtype"]],
+        "step_rel_diff": step_diff, "clip_rel_diff": clip_diff, "max_rel_diff": max(step_diff, clip_diff),
+        "equal": max(step_diff, clip_diff) <= TOLERANCE[job["dtype"]],
+        "load_average": loads,  # 1-minute load average before and after each side's measured clip
     }
 
 
@@ -294,7 +307,7 @@ def main(argv=None) -> int:
             r = result[side]
             print(f"{side:6} {r['step_s']:9.3f} {r['clip_s']:9.3f} {r['peak_mb']:9.0f}")
         print(f"Hallo / ours: step {result['ratio_step']:.2f}x, clip {result['ratio_clip']:.2f}x; "
-              f"noise prediction rel. L2 {result['max_rel_diff']:.2e} ({'equal' if result['equal'] else 'DIFFERENT'})")
+              f"rel. L2 first prediction {result['step_rel_diff']:.2e}, final latents {result['clip_rel_diff']:.2e} ({'equal' if result['equal'] else 'DIFFERENT'})")
     print(json.dumps(result))
     return 0 if result["equal"] else 1
 
