@@ -1,12 +1,13 @@
 """Count torch.compile graph breaks in the backbone and the ReferenceNet, and say where they are.
 
-    python bench/graph_breaks.py [--preset tiny] [--no-guidance] [--json PATH]
+    python bench/graph_breaks.py [--family emo|hallo] [--no-guidance] [--json PATH]
 
-Runs `torch._dynamo.explain` on one call of each network with the inputs the pipeline gives them
-(a guidance batch [uncond, cond] with reference_rows [False, True], motion frames, speed, face
-features), on the CPU. Prints the number of graphs and breaks per network, then each distinct
-break reason with the line of our code it comes from and how often it occurs. A network that
-compiles into one graph shows "1 graph, 0 breaks".
+Runs `torch._dynamo.explain` on one call of each network with the very arguments the pipeline
+gives them: a 1-step clip of a tiny model (EMO's `tiny` preset, or Hallo's structure at tiny
+width) goes through `EMOPipeline.iter_clips` with guidance (rows (False, True)) or without, and
+the first ReferenceNet and backbone calls are recorded. CPU. Prints the number of graphs and
+breaks per network, then each distinct break reason with the line of code it comes from and how
+often it occurs. A network that compiles into one graph shows "1 graph(s), 0 break(s)".
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def explain(fn, *args, **kwargs) -> dict:
@@ -40,50 +43,77 @@ def explain(fn, *args, **kwargs) -> dict:
             "reasons": [(reason, where, n) for (reason, where), n in counted.most_common()]}
 
 
-def pipeline_inputs(model, guidance: bool = True, frames: int = 4, motion: int = 2, side: int = 8,
-                    seed: int = 0) -> dict:
-    """The arguments of one ReferenceNet call and one backbone call, as the pipeline makes them."""
-    g = torch.Generator().manual_seed(seed)
+def tiny_model(family: str):
+    """A tiny random model of `family` ("emo": the `tiny` preset; "hallo": Hallo's structure at
+    bench/side_by_side.py's tiny width, random weights)."""
+    from emo.model import EMOModel
+
+    if family == "emo":
+        from tests.helpers import randomize_
+
+        return randomize_(EMOModel.from_preset("tiny", seed=0)).eval()
+    from vs_hallo import build_ours
+
+    model, _ = build_ours("tiny", torch.float32, torch.device("cpu"), seed=0)
+    return model
+
+
+def pipeline_calls(model, guidance: bool = True, frames: int | None = None, size: int = 64) -> dict:
+    """{"reference_net": (args, kwargs), "backbone": (args, kwargs)}: the first call of each that
+    `EMOPipeline.iter_clips` makes in a 1-step clip (guidance 3.5, or none)."""
+    from emo.audio import AudioFeatures
+    from emo.pipeline import EMOPipeline, GenerationSettings
+
+    pipe = EMOPipeline(model)
     cfg = model.config
-    images = torch.randn(1, 1 + motion, 4, side, side, generator=g)
-    tokens = torch.randn(1, frames, cfg.audio.num_tokens, cfg.audio_token_dim, generator=g)
-    mask = torch.zeros(1, 1, side * cfg.latent_scale, side * cfg.latent_scale)
-    mask[..., side * 2: side * 6, side * 2: side * 6] = 1
-    batch = 2 if guidance else 1
-    with torch.no_grad():
-        reference = model.reference_net(images)
-        speed = model.speed_encoder(torch.full((1, motion + frames), 0.5))
-        face = model.face_locator(mask)
-    return {
-        "reference_net": ((images,), {}),
-        "backbone": ((torch.randn(batch, 4, frames, side, side, generator=g), 500,
-                      torch.cat([torch.zeros_like(tokens), tokens]) if guidance else tokens),
-                     {"reference": reference, "speed": speed,
-                      "reference_rows": torch.tensor([False, True]) if guidance else None,
-                      "face_features": torch.cat([torch.zeros_like(face), face]) if guidance else face}),
-    }
+    frames = frames or cfg.defaults.frames_per_clip
+    g = torch.Generator().manual_seed(0)
+    audio = AudioFeatures(torch.randn(frames, cfg.audio.num_layers, cfg.audio.hidden_size, generator=g),
+                          fps=cfg.defaults.fps, sample_rate=16000,
+                          waveform=torch.zeros(1, math.ceil(frames / cfg.defaults.fps * 16000)))
+    mask = torch.zeros(size, size)
+    mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    face = {}
+    if cfg.family == "hallo":  # Hallo's identity input: a face-recognition embedding
+        from emo.families.hallo.options import HalloOptions
+
+        width = HalloOptions.from_dict(cfg.family_options).face_embedding_dim
+        face["face_embedding"] = torch.randn(width, generator=g)
+    calls, originals = {}, {}
+    for name in ("reference_net", "backbone"):
+        originals[name] = getattr(model, name).forward
+
+        def capture(*args, _name=name, **kwargs):
+            calls.setdefault(_name, (args, kwargs))
+            return originals[_name](*args, **kwargs)
+        getattr(model, name).forward = capture
+    try:
+        settings = GenerationSettings(size=size, frames_per_clip=frames, steps=1,
+                                      guidance_scale=3.5 if guidance else 1.0)
+        next(pipe.iter_clips(torch.rand(size, size, 3, generator=g), audio, face_mask=mask, settings=settings,
+                             **face))
+    finally:
+        for name in originals:
+            del getattr(model, name).forward  # back to the class's forward
+    return calls
 
 
 def count_breaks(model, guidance: bool = True) -> dict:
     """{network: explain(...)} for the ReferenceNet and the backbone of `model` (eval, CPU)."""
-    calls = pipeline_inputs(model, guidance)
     report = {}
     with torch.no_grad():
-        for name, (args, kwargs) in calls.items():
+        for name, (args, kwargs) in pipeline_calls(model, guidance).items():
             report[name] = explain(getattr(model, name), *args, **kwargs)
     return report
 
 
 def main(argv=None) -> int:
-    from emo.models import EMOModel
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--no-guidance", action="store_true", help="batch 1, no reference_rows")
+    parser.add_argument("--family", default="emo", choices=("emo", "hallo"))
+    parser.add_argument("--no-guidance", action="store_true", help="batch 1, no reference rows")
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
-    model = EMOModel.from_preset(args.preset, seed=0).eval()
-    report = count_breaks(model, guidance=not args.no_guidance)
+    report = count_breaks(tiny_model(args.family), guidance=not args.no_guidance)
     for name, r in report.items():
         print(f"{name}: {r['graphs']} graph(s), {r['breaks']} break(s)")
         for reason, where, n in r["reasons"]:

@@ -1,12 +1,13 @@
 """Our pipeline beside Hallo's own code: same machine, same random weights, same inputs.
 
-    python bench/vs_hallo.py --hallo PATH_TO_HALLO_CHECKOUT [--hallo-python PY] --device cpu|cuda
-                             [--dtype fp32|bf16|fp16] [--arch sd15|tiny] [--size 512] [--frames 16]
+    python bench/vs_hallo.py --hallo PATH_TO_HALLO_CHECKOUT [--hallo-python PY] [--hallo-pythonpath DIR]
+                             --device cpu|cuda [--dtype fp32|bf16|fp16] [--arch sd15|tiny] [--size 512] [--frames 16]
                              [--steps 3] [--warmup N] [--json]
 
 Hallo is not part of this repository: its worker (`bench/hallo_worker.py`) imports Hallo's modules
 from the checkout at run time, in the interpreter `--hallo-python` names (an environment with
-Hallo's pins: diffusers 0.27.2, transformers 4.39.2).
+Hallo's pins: diffusers 0.27.2, transformers 4.39.2), or in this one with `--hallo-pythonpath`
+first on its PYTHONPATH (a folder holding diffusers 0.27.2, as bench/gpu_run.py installs it).
 
 Both sides hold the same random weights: ours builds Hallo's SD1.5 model (`hallo_sd15_config()`)
 and fills every tensor Hallo's `net.pth` has with a value seeded by its `net.pth` name
@@ -231,8 +232,11 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30))
 
 
-def run_side(command: list, what: str) -> None:
-    done = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def run_side(command: list, what: str, pythonpath: str | None = None) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    done = subprocess.run(command, env=env)
     if done.returncode:
         raise SystemExit(f"vs_hallo: the {what} side failed (exit {done.returncode}); its output is above.")
 
@@ -262,6 +266,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hallo", help="a checkout of fudan-generative-vision/hallo")
     parser.add_argument("--hallo-python", default=sys.executable, help="interpreter with Hallo's pins")
+    parser.add_argument("--hallo-pythonpath", help="put this folder first on PYTHONPATH for Hallo's side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(TOLERANCE))
     parser.add_argument("--arch", default="sd15", choices=sorted(ARCHS), help="sd15: full size; tiny: checks")
@@ -299,7 +304,7 @@ def main(argv=None) -> int:
         write_json(workdir / "job.json", job)
         run_side([sys.executable, str(BENCH / "vs_hallo.py"), "--worker", "ours", "--workdir", str(workdir)], "our")
         run_side([args.hallo_python, str(BENCH / "hallo_worker.py"), "--hallo", str(args.hallo),
-                  "--workdir", str(workdir)], "Hallo")
+                  "--workdir", str(workdir)], "Hallo", args.hallo_pythonpath)
         result = compare(job, workdir)
     if not args.json:
         print(f"{'':6} {'step s':>9} {'clip s':>9} {'peak MB':>9}")
