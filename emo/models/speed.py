@@ -4,7 +4,9 @@ Paper §3.2 "Speed Layers": the speed of a frame is encoded against buckets with
 radii r_i as tanh((s - c_i) / r_i * 3), which is ~-1 below a bucket, ~+1 above it and smooth
 inside; the encodings of the ±m neighbouring frames are concatenated and an MLP gives the speed
 embedding that the temporal modules cross-attend to. Centres and radii are buffers, saved with
-the model, since they come from the training data's statistics.
+the model, since they come from the training data's statistics. They stay float32 whatever
+dtype the model is cast to (bf16 would round 0.4 to 0.4004 and 1.2 to 1.2031, moving every
+bucket edge), and the codes are computed in float32; only the MLP runs in the model's dtype.
 """
 
 from __future__ import annotations
@@ -40,6 +42,21 @@ class SpeedEncoder(nn.Module):
             nn.Linear(in_features, cfg.hidden_dim), nn.SiLU(), nn.Linear(cfg.hidden_dim, cfg.embed_dim)
         )
 
+    BUCKET_BUFFERS = ("bucket_centers", "bucket_radii")
+
+    def _apply(self, fn, recurse=True):
+        """`Module.to`/`half`/`bfloat16` go through here: follow the device, keep the buckets fp32."""
+        before = {name: self._buffers[name] for name in self.BUCKET_BUFFERS}
+        super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if new is None or new.dtype == torch.float32:
+                continue
+            # Cast back from the exact float32 values, not from the rounded copy (meta has none).
+            source = new if old.is_meta or new.is_meta else old
+            self._buffers[name] = source.to(device=new.device, dtype=torch.float32)
+        return self
+
     def reset_buffers(self) -> None:
         centers, radii = self._buckets
         device = self.bucket_centers.device
@@ -49,5 +66,5 @@ class SpeedEncoder(nn.Module):
     def forward(self, speed: torch.Tensor) -> torch.Tensor:
         """speed: (B, F) rotation speed per frame -> (B, F, embed_dim)."""
         dtype = self.mlp[0].weight.dtype
-        codes = bucket_encode(speed.float(), self.bucket_centers.float(), self.bucket_radii.float())
+        codes = bucket_encode(speed.float(), self.bucket_centers, self.bucket_radii)  # fp32
         return self.mlp(neighbour_window(codes, self.window_radius).to(dtype))

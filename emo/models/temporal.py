@@ -8,6 +8,8 @@ proj_out}`), so its weights load without renaming. EMO adds two things:
 - speed layers: a cross-attention from each frame to the per-frame speed embedding, inside each
   transformer block after the temporal self-attentions (`speed_norm`, `speed_attention`).
   Its output projection starts at zero, so adding it keeps a pretrained model's behaviour.
+  The keys and values come from the speed tokens alone, so they are computed once per video and
+  shared by all its pixels (`speed_cross_attention`).
 """
 
 from __future__ import annotations
@@ -100,12 +102,36 @@ class TemporalTransformerBlock(nn.Module):
             self.speed_attention = None
 
     def forward(self, x: torch.Tensor, speed: torch.Tensor | None) -> torch.Tensor:
-        # x: (N, T, C); speed: (N, T, Ds) or None
+        # x: (N, T, C) with N = B * pixels in (b p) order; speed: (B, T, Ds) or None
         for attention, norm in zip(self.attention_blocks, self.norms):
             x = attention(norm(x)) + x
         if self.speed_attention is not None and speed is not None:
-            x = self.speed_attention(self.speed_norm(x), encoder_hidden_states=speed) + x
+            x = speed_cross_attention(self.speed_attention, self.speed_norm(x), speed) + x
         return self.ff(self.ff_norm(x)) + x
+
+
+def speed_cross_attention(attn: Attention, x: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
+    """Cross-attention of every pixel's frames to the speed tokens of its video, with `attn`'s
+    projections: x (N, T, C) with N = B * pixels in (b p) order, speed (B, S, Ds) -> (N, T, C).
+
+    The speed embedding is per frame, not per pixel, so the keys and values are the same at every
+    pixel of a video: they are projected once per video, and the queries of all its pixels and
+    frames attend to them in one sequence of length pixels * T. Same math as repeating the
+    speed tokens over the pixels (`speed.repeat_interleave(pixels, 0)` as encoder_hidden_states),
+    each query's softmax running over the same S keys, without the (N, S, Ds) copy and the
+    N / B-fold key/value projections (~1.2 TFLOP per sd15 backbone call at 512 px).
+    """
+    n, t, c = x.shape
+    b = speed.shape[0]
+    if n % b:
+        raise ValueError(f"speed_cross_attention: {n} rows of frames do not split over {b} videos.")
+    heads = attn.heads
+    q = attn.to_q(x).view(b, (n // b) * t, heads, -1).transpose(1, 2)  # (B, heads, pixels*T, hd)
+    k = attn.to_k(speed).view(b, speed.shape[1], heads, -1).transpose(1, 2)  # (B, heads, S, hd)
+    v = attn.to_v(speed).view(b, speed.shape[1], heads, -1).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+    out = out.transpose(1, 2).reshape(n, t, -1)
+    return attn.to_out[1](attn.to_out[0](out))
 
 
 class TemporalTransformer(nn.Module):
@@ -125,9 +151,7 @@ class TemporalTransformer(nn.Module):
         y = self.norm(x.reshape(b * t, c, h, w))  # per-frame GroupNorm, as AnimateDiff
         y = y.reshape(b, t, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, t, c)  # (B HW, T, C)
         y = self.proj_in(y)
-        if speed is not None:
-            speed = speed[:, None].expand(b, h * w, t, speed.shape[-1]).reshape(b * h * w, t, -1)
-        for block in self.transformer_blocks:
+        for block in self.transformer_blocks:  # speed stays (B, T, Ds): see speed_cross_attention
             y = block(y, speed)
         y = self.proj_out(y)
         y = y.reshape(b, h * w, t, c).permute(0, 2, 3, 1).reshape(b, t, c, h, w)
