@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from .. import audio as audio_lib
 from .. import image as image_lib
 from ..checkpoints import DEMO_CHECKPOINT
+from ..paste_back import DEFAULT_MAX_SIZE, PasteBack
 from ..pipeline import EMOPipeline, GenerationSettings, num_clips
 from ..video import format_for_suffix, write_video
 from .devices import DEVICE_HELP, pick_dtype
@@ -84,6 +85,7 @@ class PreparedJob:
     speed: float | None
     face_embedding: torch.Tensor | None
     crf: int
+    paste_back: PasteBack | None = None  # the frames go back into the photo; None: the square crop
 
     @property
     def num_frames(self) -> int:
@@ -94,8 +96,10 @@ class PreparedJob:
         return num_clips(self.num_frames, self.resolved.frames_per_clip) * self.resolved.steps
 
     def summary(self) -> str:
+        pasted = "" if self.paste_back is None else ", {1}x{0} (pasted back into the photo)".format(
+            *self.paste_back.size)
         return (f"{self.num_frames} frames at {self.resolved.fps:g} fps, "
-                f"{self.features.duration_seconds():.2f} s")
+                f"{self.features.duration_seconds():.2f} s{pasted}")
 
 
 def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
@@ -117,7 +121,17 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     return PreparedJob(pipeline=pipeline, out=inputs.out, video_format=inputs.video_format,
                        reference=portrait.image, mask=portrait.mask, features=features, settings=settings,
                        resolved=settings.resolve(defaults), speed=job.speed, face_embedding=face_embedding,
-                       crf=job.crf)
+                       crf=job.crf, paste_back=paste_back_for(job, inputs.image, portrait.info))
+
+
+def paste_back_for(job, image: torch.Tensor, info: dict) -> PasteBack | None:
+    """The paste-back step of `job` (--paste-back / --no-paste-back; unset: whenever the crop is
+    not the whole photo, so a square photo the model animates whole stays the model's square)."""
+    wanted = job.paste_back
+    if wanted is None:
+        height, width = image.shape[:2]
+        wanted = tuple(info["box"]) != (0, 0, width, height)
+    return PasteBack(image, info, max_size=job.max_size, even=True) if wanted else None
 
 
 def render_job(video: PreparedJob, on_progress=None) -> None:
@@ -126,6 +140,8 @@ def render_job(video: PreparedJob, on_progress=None) -> None:
     clips = video.pipeline.iter_clips(video.reference, features, face_mask=video.mask, speed=video.speed,
                                       settings=video.settings, callback=on_progress,
                                       face_embedding=video.face_embedding)
+    if video.paste_back is not None:
+        clips = video.paste_back.paste_frames(clips)  # the photo's size, in chunks of bounded memory
     write_video(video.out, clips, video.resolved.fps, audio=(features.waveform, features.sample_rate),
                 format=video.video_format, crf=video.crf,
                 metadata={"comment": f"EMO (Emote Portrait Alive) seed={video.settings.seed}"})
@@ -175,6 +191,13 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     option("--mask", default=None, help="face-region mask image (white = face), same size as --image; "
                                         "skips face detection")
     option("--crop", choices=("face", "center", "pad"), default="face", help="how the portrait is made square")
+    option("--paste-back", action=argparse.BooleanOptionalAction, default=None,
+           help="paste the animated square back into the photo (feathered, colour-matched): a video of the "
+                "photo's own size, capped by --max-size (default: whenever the crop is not the whole photo); "
+                "--no-paste-back: the model's square crop")
+    option("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+           help=f"long side of a pasted-back video in pixels (default {DEFAULT_MAX_SIZE}; 0: the photo's own "
+                "size): a larger photo is scaled down; odd sides lose their last row/column")
     option("--start", type=float, default=0.0, help="audio start, seconds")
     option("--duration", type=float, default=None, help="audio duration to use, seconds")
     option("--crf", type=int, default=19, help="video quality (lower = better, bigger)")
