@@ -153,7 +153,9 @@ def sample(model: EMOModelHandle, reference: EMOReference, audio_features: Audio
         try:
             for clip, chunk in enumerate(pipeline.iter_clips(
                     reference.image, audio_features, face_mask=mask,
-                    speed=speed.for_pipeline() if speed is not None else None, settings=settings,
+                    speed=None if speed is None else speed.for_pipeline(
+                        total, fps, audio=(audio_features.waveform, audio_features.sample_rate)),
+                    settings=settings,
                     callback=on_step, should_cancel=should_cancel)):
                 frames[done:done + chunk.shape[0]] = chunk
                 done += chunk.shape[0]
