@@ -25,6 +25,7 @@ from .. import image as image_lib
 from ..checkpoints import DEMO_CHECKPOINT
 from ..paste_back import DEFAULT_MAX_SIZE, PasteBack
 from ..pipeline import EMOPipeline, GenerationSettings, num_clips
+from ..speed_from_audio import speed_from_audio
 from ..video import format_for_suffix, write_video
 from .devices import DEVICE_HELP, pick_dtype
 from .output import output_path
@@ -82,7 +83,7 @@ class PreparedJob:
     features: audio_lib.AudioFeatures
     settings: GenerationSettings  # as given (None fields = the model's defaults)
     resolved: GenerationSettings  # the same with the model's defaults filled in
-    speed: float | None
+    speed: float | torch.Tensor | None  # one speed, one per frame (--speed-from-audio), or the model's
     face_embedding: torch.Tensor | None
     crf: int
     paste_back: PasteBack | None = None  # the frames go back into the photo; None: the square crop
@@ -120,8 +121,22 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     face_embedding = load_face_embedding(job.face_embedding) if job.face_embedding else None
     return PreparedJob(pipeline=pipeline, out=inputs.out, video_format=inputs.video_format,
                        reference=portrait.image, mask=portrait.mask, features=features, settings=settings,
-                       resolved=settings.resolve(defaults), speed=job.speed, face_embedding=face_embedding,
+                       resolved=settings.resolve(defaults), speed=job_speed(job, features),
+                       face_embedding=face_embedding,
                        crf=job.crf, paste_back=paste_back_for(job, inputs.image, portrait.info))
+
+
+def job_speed(job, features: audio_lib.AudioFeatures):
+    """--speed, or with --speed-from-audio MIN MAX one speed per frame that follows the loudness."""
+    if job.speed_from_audio is None:
+        return job.speed
+    if job.speed is not None:
+        raise ValueError(f"--speed {job.speed:g} and --speed-from-audio both given; give one of them")
+    low, high = job.speed_from_audio
+    try:
+        return speed_from_audio(features.waveform, features.sample_rate, features.fps, features.num_frames, low, high)
+    except ValueError as error:
+        raise ValueError(f"--speed-from-audio: {str(error).removeprefix('speed_from_audio: ')}") from error
 
 
 def paste_back_for(job, image: torch.Tensor, info: dict) -> PasteBack | None:
@@ -183,6 +198,9 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     option("--seed", type=int, default=0)
     option("--speed", type=float, default=None,
            help="head motion speed: ~0.1-1.0 speech, ~1.0-1.3 singing (default: the model's)")
+    option("--speed-from-audio", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+           help="head motion speed per frame from the voice's loudness: MIN in quiet passages and silence, "
+                "MAX in the loudest (e.g. 0.3 1.2); replaces --speed")
     option("--size", type=int, default=None, help="output width = height in pixels (default 512)")
     option("--guidance", type=float, default=None, help="classifier-free guidance scale")
     option("--scheduler", default="ddim", help="ddim, dpmpp_2m, unipc, euler, ...")
