@@ -1,5 +1,6 @@
-"""`emo generate` (0.2 s of audio: 5 frames, one clip) pastes the animated face back into the photo: a video of the photo's size (or
-the capped size) by default, the model's square with --no-paste-back."""
+"""`emo generate` pastes the animated face back into the photo: a video of the photo's size (or
+the capped size) by default, the model's square with --no-paste-back. (0.2 s of audio: 5
+frames, one clip.)"""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def media(tmp_path_factory):
 
 def generate(media, checkpoint, out, image="photo.png", mask="mask.png", *extra) -> int:
     args = ["generate", "--quiet", "--image", str(media / image), "--audio", str(media / "voice.wav"),
-            "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "1", "--duration", "0.2", "--crf", "10", *extra]
+            "--checkpoint", str(checkpoint), "--out", str(out), "--steps", "1", "--duration", "0.2", "--crf", "10",
+            *extra]
     if mask:
         args += ["--mask", str(media / mask)]
     return main(args)
