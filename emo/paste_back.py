@@ -333,9 +333,14 @@ def seam_report(composite: torch.Tensor, source: torch.Tensor, mask: torch.Tenso
         if bool(seam.any()):
             steps.append(profile.diff(dim=0).abs().amax(dim=1)[seam].max())
     seam_step = float(max(steps)) if steps else 0.0
+    ramp = (mask >= 0.2) & (mask < 1.0 - 1e-6)
+    ramp_colour_offset = 0.0
+    if bool(ramp.any()):
+        generated_minus_photo = difference[ramp] / mask[ramp][:, None]  # (P, 3)
+        ramp_colour_offset = float(generated_minus_photo.median(dim=0).values.abs().max())
     photo_gradient = float(torch.cat([source.diff(dim=0).abs().flatten(), source.diff(dim=1).abs().flatten()]).mean())
     return {"outside_error": outside_error, "seam_step": seam_step, "photo_gradient": photo_gradient,
-            "seam_ratio": seam_step / max(photo_gradient, 1e-12)}
+            "seam_ratio": seam_step / max(photo_gradient, 1e-12), "ramp_colour_offset": ramp_colour_offset}
 
 
 def _as_photo(image) -> torch.Tensor:
