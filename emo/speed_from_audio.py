@@ -13,14 +13,18 @@ takes as `speed=` (see `emo.pipeline.speed_track`):
    SILENCE_DB (dBFS) are 0. A track's recording level therefore does not matter, only its
    loud and quiet passages, and silence (or a silent track) gives `min_speed`.
 3. **Smoothed** with a Gaussian of `smoothing` seconds (standard deviation), which turns the
-   syllable-rate flicker into a measure of how loud the passage is and keeps the speed from
-   jumping between frames: a Gaussian of standard deviation sigma frames changes a signal
-   bounded in 0..1 by at most 1 / (sigma sqrt(2 pi)) ~ 0.4 / sigma per frame, so the speed
-   changes by at most 0.4 x (max - min) / (smoothing x fps) per frame.
+   syllable-rate flicker into a measure of how loud the passage is, then **stretched** so that
+   the loud passages reach 1 again (divided by the smoothed level's LOUD_PERCENTILE-th
+   percentile, by at most MAX_STRETCH; speech's pauses between syllables would otherwise keep
+   even its loudest passages well below max_speed).
 4. **Mapped** linearly onto `min_speed .. max_speed`.
 
-Every step is monotone: more energy in a frame never lowers any frame's speed relative to a
-quieter version of the same track with the same loud level.
+No jitter: a Gaussian of standard deviation sigma frames changes a signal bounded in 0..1 by at
+most 1 / (sigma sqrt(2 pi)) ~ 0.4 / sigma per frame, so the speed changes by at most
+0.4 x MAX_STRETCH x (max - min) / (smoothing x fps) per frame.
+
+Every step is monotone: more energy in a frame never lowers any frame's speed, as long as the
+track's loud levels (the two percentiles) stay the same.
 
 Tempo is not used: a global tempo estimate (librosa's) is one number per track, often off by a
 factor of two, meaningless for speech, and nothing calibrates a mapping from beats per minute
@@ -44,6 +48,7 @@ LOUD_PERCENTILE = 95.0  # the track's loud level, in frames
 DYNAMIC_RANGE_DB = 30.0  # from the loud level down to where the speed reaches its minimum
 SILENCE_DB = -50.0  # dBFS: a frame below it is silent whatever the track's level
 DEFAULT_SMOOTHING = 0.5  # seconds (Gaussian standard deviation)
+MAX_STRETCH = 2.0  # the smoothed level is stretched by at most this to bring loud passages to 1
 DEFAULT_MIN_SPEED = 0.3
 DEFAULT_MAX_SPEED = 1.2
 
@@ -114,6 +119,9 @@ def speed_from_audio(waveform: torch.Tensor, sample_rate: int, fps: float, num_f
         raise ValueError(f"{operation}: num_frames must be a whole number >= 0, got {num_frames!r}")
     level_db = frame_loudness_db(waveform, int(sample_rate), float(fps), int(num_frames))
     level = gaussian_smooth(loudness_level(level_db, dynamic_range_db), smoothing * fps)
+    if level.size and level.max() > 0:
+        loud = float(np.percentile(level, LOUD_PERCENTILE))
+        level = level * min(MAX_STRETCH, 1.0 / max(loud, 1e-12))
     speeds = min_speed + (max_speed - min_speed) * np.clip(level, 0.0, 1.0)
     if num_frames:
         logger.info("%s: %d frames, speed %.2f-%.2f (mean %.2f) from the audio's loudness", operation, num_frames,
