@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 LOUDNESS_WINDOW_SECONDS = 0.1  # a syllable's length: the loudness each frame hears
 LOUD_PERCENTILE = 95.0  # the track's loud level, in frames
-DYNAMIC_RANGE_DB = 30.0  # from the loud level down to where the speed reaches its minimum
+DYNAMIC_RANGE_DB = 20.0  # loud level -> min speed over this many dB (a passage 10 dB down: halfway)
 SILENCE_DB = -50.0  # dBFS: a frame below it is silent whatever the track's level
 DEFAULT_SMOOTHING = 0.5  # seconds (Gaussian standard deviation)
 MAX_STRETCH = 2.0  # the smoothed level is stretched by at most this to bring loud passages to 1

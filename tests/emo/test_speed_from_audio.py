@@ -50,8 +50,8 @@ def test_loud_passages_get_the_maximum_quiet_ones_less_and_every_speed_is_bounde
     assert speeds.min() >= 0.3 and speeds.max() <= 1.2
     loud, quiet = passage_means(speeds)
     # The loud passages dip with the syllables (RMS 14 dB below the peaks); the quiet ones are
-    # 20 dB quieter: two thirds of the way down the 30 dB range.
-    assert loud > 1.0 and quiet < 0.75 and loud - quiet > 0.4
+    # 20 dB quieter: the whole 20 dB range down, but their syllable peaks are smoothed in.
+    assert loud > 1.0 and quiet < 0.6 and loud - quiet > 0.5
     assert speed_track(speeds, 200).equal(speeds)  # the pipeline takes it as it is
 
 
