@@ -9,6 +9,7 @@ from .model import EMOComponentLoader, EMOHalloLoader, EMOModelLoader
 from .reference import EMOFaceRegionMask, EMOLoadReference
 from .sample_to_video import EMOSampleToVideo
 from .sampler import EMOSampler
+from .paste_back import EMOPasteBack
 from .speed import EMOSpeedControl
 from .vocals import EMOSeparateVocals
 from .video import EMOVideoCombine
@@ -28,6 +29,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOSpeedControl": EMOSpeedControl,
     "EMOSampler": EMOSampler,
     "EMOSampleToVideo": EMOSampleToVideo,
+    "EMOPasteBack": EMOPasteBack,
     "EMOVideoCombine": EMOVideoCombine,
 }
 
@@ -42,6 +44,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOSpeedControl": "EMO Speed Control",
     "EMOSampler": "EMO Sampler",
     "EMOSampleToVideo": "EMO Sample To Video",
+    "EMOPasteBack": "EMO Paste Back",
     "EMOVideoCombine": "EMO Video Combine",
 }
 

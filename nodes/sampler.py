@@ -139,7 +139,10 @@ class SamplingRun:
             try:
                 for chunk in pipeline.iter_clips(
                         self.reference.image, self.audio_features, face_mask=self.mask,
-                        speed=self.speed.for_pipeline() if self.speed is not None else None, settings=self.settings,
+                        speed=None if self.speed is None else self.speed.for_pipeline(
+                            self.total, self.fps,
+                            audio=(self.audio_features.waveform, self.audio_features.sample_rate)),
+                        settings=self.settings,
                         callback=on_step, should_cancel=should_cancel):
                     done += chunk.shape[0]
                     progress.update_absolute(progress.current, preview_image=to_pil(chunk[-1]))

@@ -1,31 +1,69 @@
-"""SpeedControl: how fast the head moves (EMO's speed layers) -> EMO_SPEED."""
+"""SpeedControl: how fast the head moves (EMO's speed layers) -> EMO_SPEED: one speed, keyframes,
+or a curve that follows the audio's loudness (emo.speed_from_audio)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emo.pipeline import SpeedCurve
+from emo.speed_from_audio import DEFAULT_MAX_SPEED, DEFAULT_MIN_SPEED, DEFAULT_SMOOTHING, speed_from_audio
 
 logger = logging.getLogger(__name__)
 
 SPEECH_SPEED = 0.5
 SINGING_SPEED = 1.2
+MODES = ("speed / keyframes", "from audio")
 
 
 @dataclass(frozen=True)
 class EMOSpeed:
-    """What flows through an EMO_SPEED link: one speed, or keyframes (seconds, speed)."""
+    """What flows through an EMO_SPEED link: one speed, or keyframes (seconds, speed), or (mode
+    "from audio") the bounds of a curve made from the audio's loudness once the frame count and
+    fps are known: from `audio` (ComfyUI AUDIO) when given, else from the audio the sampler
+    generates for."""
 
     speed: float
     keyframes: tuple[tuple[float, float], ...] = ()
+    mode: str = MODES[0]
+    min_speed: float = DEFAULT_MIN_SPEED
+    max_speed: float = DEFAULT_MAX_SPEED
+    smoothing: float = DEFAULT_SMOOTHING  # seconds
+    audio: dict | None = field(default=None, compare=False, repr=False)
 
-    def for_pipeline(self):
-        """A float or an emo.pipeline.SpeedCurve (the pipeline samples it at each frame's time)."""
-        return SpeedCurve(keyframes=list(self.keyframes)) if self.keyframes else self.speed
+    @property
+    def from_audio(self) -> bool:
+        return self.mode == "from audio"
+
+    def for_pipeline(self, num_frames: int | None = None, fps: float | None = None, audio=None):
+        """A float, an emo.pipeline.SpeedCurve (the pipeline samples it at each frame's time), or
+        in mode "from audio" one speed per frame (num_frames,) from this speed's own audio, else
+        from `audio` = (waveform, sample_rate), the audio being generated for."""
+        if not self.from_audio:
+            return SpeedCurve(keyframes=list(self.keyframes)) if self.keyframes else self.speed
+        if num_frames is None or fps is None:
+            raise ValueError("EMO Speed Control: the 'from audio' speed needs the video's frame count and fps; "
+                             "connect it to EMOSampler")
+        if self.audio is not None:
+            waveform, sample_rate = self.audio["waveform"], self.audio["sample_rate"]
+            if audio is not None:
+                own, generated = waveform.shape[-1] / sample_rate, audio[0].shape[-1] / audio[1]
+                if abs(own - generated) > 1.0 / fps:
+                    logger.warning("EMO Speed Control: its audio is %.2f s but the video's is %.2f s; connect "
+                                   "AudioEncode's audio output (the trimmed audio) so the speed lines up", own,
+                                   generated)
+        elif audio is not None:
+            waveform, sample_rate = audio
+        else:
+            raise ValueError("EMO Speed Control: the 'from audio' speed has no audio; connect AudioEncode's audio "
+                             "output to SpeedControl's audio input")
+        return speed_from_audio(waveform, int(sample_rate), float(fps), int(num_frames), self.min_speed,
+                                self.max_speed, self.smoothing)
 
     def values(self) -> list[float]:
+        if self.from_audio:
+            return [self.min_speed, self.max_speed]
         return [v for _, v in self.keyframes] if self.keyframes else [self.speed]
 
 
@@ -60,16 +98,35 @@ def parse_keyframes(text: str) -> tuple[tuple[float, float], ...]:
     return tuple(sorted(pairs))
 
 
-def make_speed(speed: float, keyframes: str = "") -> EMOSpeed:
+def make_speed(speed: float, keyframes: str = "", mode: str = MODES[0], min_speed: float = DEFAULT_MIN_SPEED,
+               max_speed: float = DEFAULT_MAX_SPEED, smoothing: float = DEFAULT_SMOOTHING,
+               audio: dict | None = None) -> EMOSpeed:
     if not math.isfinite(speed) or speed < 0:
         raise ValueError(f"EMO Speed Control: speed must be >= 0, got {speed}")
+    if mode not in MODES:
+        raise ValueError(f"EMO Speed Control: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "from audio":
+        if not (math.isfinite(min_speed) and math.isfinite(max_speed) and 0 <= min_speed <= max_speed):
+            raise ValueError(f"EMO Speed Control: from audio needs 0 <= min_speed <= max_speed, got {min_speed} and "
+                             f"{max_speed}; swap them or raise max_speed")
+        if not math.isfinite(smoothing) or smoothing < 0:
+            raise ValueError(f"EMO Speed Control: smoothing must be >= 0 seconds, got {smoothing}")
+        if audio is not None and not (isinstance(audio, dict) and "waveform" in audio and "sample_rate" in audio):
+            raise ValueError(f"EMO Speed Control: the audio input must be an AUDIO (from LoadAudio or AudioEncode), got "
+                             f"{type(audio).__name__}")
+        if keyframes and keyframes.strip():
+            logger.info("EMO Speed Control: mode 'from audio' ignores the keyframes")
+        return EMOSpeed(speed=float(speed), mode=mode, min_speed=float(min_speed), max_speed=float(max_speed),
+                        smoothing=float(smoothing), audio=audio)
     return EMOSpeed(speed=float(speed), keyframes=parse_keyframes(keyframes or ""))
 
 
 class EMOSpeedControl:
     DESCRIPTION = (
         "Sets how much and how fast the head moves (EMO's speed layers). One value for the whole "
-        "video, or keyframes that change it over time (linearly interpolated)."
+        "video, keyframes that change it over time (linearly interpolated), or, in mode 'from audio', "
+        "a speed that follows the voice's loudness between min_speed and max_speed (songs nod more "
+        "in loud passages)."
     )
     CATEGORY = "EMO/conditioning"
     FUNCTION = "make"
@@ -96,8 +153,31 @@ class EMOSpeedControl:
                                "keyframes are interpolated, held before the first and after the last. "
                                "When set, it replaces the speed value.",
                 }),
+                "mode": (list(MODES), {
+                    "default": MODES[0],
+                    "tooltip": "speed / keyframes: the values above. from audio: each frame's speed follows "
+                               "the audio's loudness (relative to its loud passages; silence = min_speed).",
+                }),
+                "min_speed": ("FLOAT", {
+                    "default": DEFAULT_MIN_SPEED, "min": 0.0, "max": 3.0, "step": 0.05,
+                    "tooltip": "From audio: the speed in quiet passages and silence.",
+                }),
+                "max_speed": ("FLOAT", {
+                    "default": DEFAULT_MAX_SPEED, "min": 0.0, "max": 3.0, "step": 0.05,
+                    "tooltip": "From audio: the speed in the loudest passages.",
+                }),
+                "smoothing": ("FLOAT", {
+                    "default": DEFAULT_SMOOTHING, "min": 0.0, "max": 5.0, "step": 0.05,
+                    "tooltip": "From audio: seconds over which the loudness is averaged (more = calmer "
+                               "changes of speed; 0 follows every syllable).",
+                }),
+                "audio": ("AUDIO", {
+                    "tooltip": "From audio: the audio to follow (AudioEncode's audio output, so a trim "
+                               "matches). Without it, the audio EMOSampler generates for is used.",
+                }),
             },
         }
 
-    def make(self, speed, keyframes=""):
-        return (make_speed(speed, keyframes),)
+    def make(self, speed, keyframes="", mode=MODES[0], min_speed=DEFAULT_MIN_SPEED, max_speed=DEFAULT_MAX_SPEED,
+             smoothing=DEFAULT_SMOOTHING, audio=None):
+        return (make_speed(speed, keyframes, mode, min_speed, max_speed, smoothing, audio),)

@@ -23,7 +23,9 @@ from safetensors.torch import load_file
 from .. import audio as audio_lib
 from .. import image as image_lib
 from ..checkpoints import DEMO_CHECKPOINT
+from ..paste_back import DEFAULT_MAX_SIZE, PasteBack
 from ..pipeline import EMOPipeline, GenerationSettings, progress_total
+from ..speed_from_audio import speed_from_audio
 from ..video import format_for_suffix, write_video
 from .devices import DEVICE_HELP, pick_dtype
 from .output import output_path
@@ -81,9 +83,10 @@ class PreparedJob:
     features: audio_lib.AudioFeatures
     settings: GenerationSettings  # as given (None fields = the model's defaults)
     resolved: GenerationSettings  # the same with the model's defaults filled in
-    speed: float | None
+    speed: float | torch.Tensor | None  # one speed, one per frame (--speed-from-audio), or the model's
     face_embedding: torch.Tensor | None
     crf: int
+    paste_back: PasteBack | None = None  # the frames go back into the photo; None: the square crop
 
     @property
     def num_frames(self) -> int:
@@ -94,8 +97,10 @@ class PreparedJob:
         return progress_total(self.pipeline.model, self.num_frames, self.resolved)
 
     def summary(self) -> str:
+        pasted = "" if self.paste_back is None else ", {1}x{0} (pasted back into the photo)".format(
+            *self.paste_back.size)
         return (f"{self.num_frames} frames at {self.resolved.fps:g} fps, "
-                f"{self.features.duration_seconds():.2f} s")
+                f"{self.features.duration_seconds():.2f} s{pasted}")
 
 
 def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
@@ -116,8 +121,32 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     face_embedding = load_face_embedding(job.face_embedding) if job.face_embedding else None
     return PreparedJob(pipeline=pipeline, out=inputs.out, video_format=inputs.video_format,
                        reference=portrait.image, mask=portrait.mask, features=features, settings=settings,
-                       resolved=settings.resolve(defaults), speed=job.speed, face_embedding=face_embedding,
-                       crf=job.crf)
+                       resolved=settings.resolve(defaults), speed=job_speed(job, features),
+                       face_embedding=face_embedding,
+                       crf=job.crf, paste_back=paste_back_for(job, inputs.image, portrait.info))
+
+
+def job_speed(job, features: audio_lib.AudioFeatures):
+    """--speed, or with --speed-from-audio MIN MAX one speed per frame that follows the loudness."""
+    if job.speed_from_audio is None:
+        return job.speed
+    if job.speed is not None:
+        raise ValueError(f"--speed {job.speed:g} and --speed-from-audio both given; give one of them")
+    low, high = job.speed_from_audio
+    try:
+        return speed_from_audio(features.waveform, features.sample_rate, features.fps, features.num_frames, low, high)
+    except ValueError as error:
+        raise ValueError(f"--speed-from-audio: {str(error).removeprefix('speed_from_audio: ')}") from error
+
+
+def paste_back_for(job, image: torch.Tensor, info: dict) -> PasteBack | None:
+    """The paste-back step of `job` (--paste-back / --no-paste-back; unset: whenever the crop is
+    not the whole photo, so a square photo the model animates whole stays the model's square)."""
+    wanted = job.paste_back
+    if wanted is None:
+        height, width = image.shape[:2]
+        wanted = tuple(info["box"]) != (0, 0, width, height)
+    return PasteBack(image, info, max_size=job.max_size, even=True) if wanted else None
 
 
 def render_job(video: PreparedJob, on_progress=None) -> None:
@@ -126,6 +155,8 @@ def render_job(video: PreparedJob, on_progress=None) -> None:
     clips = video.pipeline.iter_clips(video.reference, features, face_mask=video.mask, speed=video.speed,
                                       settings=video.settings, callback=on_progress,
                                       face_embedding=video.face_embedding)
+    if video.paste_back is not None:
+        clips = video.paste_back.paste_frames(clips)  # the photo's size, in chunks of bounded memory
     write_video(video.out, clips, video.resolved.fps, audio=(features.waveform, features.sample_rate),
                 format=video.video_format, crf=video.crf,
                 metadata={"comment": f"EMO (Emote Portrait Alive) seed={video.settings.seed}"})
@@ -167,6 +198,9 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     option("--seed", type=int, default=0)
     option("--speed", type=float, default=None,
            help="head motion speed: ~0.1-1.0 speech, ~1.0-1.3 singing (default: the model's)")
+    option("--speed-from-audio", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+           help="head motion speed per frame from the voice's loudness: MIN in quiet passages and silence, "
+                "MAX in the loudest (e.g. 0.3 1.2); replaces --speed")
     option("--size", type=int, default=None, help="output width = height in pixels (default 512)")
     option("--guidance", type=float, default=None, help="classifier-free guidance scale")
     option("--scheduler", default="ddim", help="ddim, dpmpp_2m, unipc, euler, ...")
@@ -175,6 +209,13 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     option("--mask", default=None, help="face-region mask image (white = face), same size as --image; "
                                         "skips face detection")
     option("--crop", choices=("face", "center", "pad"), default="face", help="how the portrait is made square")
+    option("--paste-back", action=argparse.BooleanOptionalAction, default=None,
+           help="paste the animated square back into the photo (feathered, colour-matched): a video of the "
+                "photo's own size, capped by --max-size (default: whenever the crop is not the whole photo); "
+                "--no-paste-back: the model's square crop")
+    option("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+           help=f"long side of a pasted-back video in pixels (default {DEFAULT_MAX_SIZE}; 0: the photo's own "
+                "size): a larger photo is scaled down; odd sides lose their last row/column")
     option("--start", type=float, default=0.0, help="audio start, seconds")
     option("--duration", type=float, default=None, help="audio duration to use, seconds")
     option("--crf", type=int, default=19, help="video quality (lower = better, bigger)")

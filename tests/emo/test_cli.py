@@ -48,7 +48,7 @@ def test_generate_writes_mp4_with_audio(media, tiny_checkpoint, tmp_path, capsys
     info = probe_video(out)
     assert info["frames"] == 58  # ceil(2.3 s x 25 fps)
     assert info["fps"] == pytest.approx(25.0)
-    assert (info["width"], info["height"]) == (64, 64)
+    assert (info["width"], info["height"]) == (80, 96)  # the 80x96 portrait: the square pasted back
     assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
     assert info["audio_seconds"] == pytest.approx(2.3, abs=0.03)
     assert "58 frames" in capsys.readouterr().out
