@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from emo.faces.align import arcface_matrix, box_crop_matrix, invert_affine, transform_points, warp_affine
-from emo.faces.onnx_models import FaceModel, load_models, models_folder, require, resolve_backend
+from emo.faces.onnx_models import load_models, models_folder, require, resolve_backend
 
 logger = logging.getLogger(__name__)
 

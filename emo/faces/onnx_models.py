@@ -16,25 +16,29 @@ The graph facts (inputs, outputs, first node names) are read from the file's pro
 a small reader below, so routing needs neither the `onnx` package nor a runtime session, and the
 weights are never read for it (the file is memory-mapped; the initialisers are skipped).
 
-Runtime choice (measured on the fixture's tiny models, see the report in the branch history):
-- onnxruntime is what insightface runs, so its outputs are Hallo's bit for bit on the same CPU
-  (1.32.0 and the reference 1.18.0 agree exactly on the fixtures). It is an optional extra
-  (`pip install comfyui-emo[hallo]` installs the CPU build); ComfyUI users who already have
-  `onnxruntime-gpu` get the same `onnxruntime` module, which is used as is. Sessions run on the
-  CPU unless `providers` says otherwise: one portrait is milliseconds of work, and the CPU keeps
-  the numbers identical to the reference.
-- OpenCV's DNN module (`cv2.dnn.readNetFromONNX`, already a dependency) is the fallback. It agrees
-  with onnxruntime to ~1e-6 relative on the fixture's models and gives the same faces and choice;
-  the embedding moves by ~2e-4 relative (the keypoints move in the last bits, the alignment
-  follows). Its outputs are fetched by the graph's output names in graph order, because
-  `getUnconnectedOutLayersNames()` lists them alphabetically. The fixture only proves the op types
-  of the tiny models; that OpenCV runs the real antelopev2 graphs is not proven here.
+Runtime choice, measured on the face-analysis fixture (tiny random antelopev2-shaped models,
+3 photos, 7 faces; this 2-core machine):
+- onnxruntime (1.32.0) is what insightface runs. Against the stored outputs (onnxruntime 1.18 on
+  the generator's CPU): detector scores <= 7e-7, boxes/keypoints <= 3e-5 px, embedding of a stored
+  crop <= 5e-7 relative, Hallo's embedding end to end <= 5e-7 (other faces <= 1.2e-4, where a
+  last-bit keypoint change moves a crop value), 106 landmarks <= 6e-5 px. It is an optional extra
+  (`pip install comfyui-emo[hallo]` gives the CPU build); ComfyUI users with `onnxruntime-gpu`
+  have the same module, used as is. Sessions run on the CPU unless `providers` says otherwise: a
+  portrait is one detector and one recogniser pass, and the CPU keeps the reference arithmetic.
+- OpenCV DNN (`cv2.dnn.readNetFromONNX`, already a dependency) is the fallback: scores <= 1.1e-6,
+  boxes/keypoints <= 6e-5 px, embedding of a stored crop <= 5e-7, end to end <= 2.1e-4, the same
+  faces and choice. Outputs are fetched by the graph's output names in graph order, because
+  `getUnconnectedOutLayersNames()` lists them alphabetically. The fixture proves only the tiny
+  models' op types; that OpenCV runs the real antelopev2 graphs is not proven here.
+- Speed on the tiny models was a wash on this loaded machine (detector network 27-58 ms with
+  onnxruntime, ~65 ms with OpenCV); the real models' speed was not measurable here.
 `backend="auto"` picks onnxruntime when it can be imported, else OpenCV.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import mmap
 import os
@@ -229,24 +233,21 @@ def normalisation(kind: str, first_node_names) -> tuple[float, float]:
     return (127.5, 127.5) if kind == "ArcFaceONNX" else (127.5, 128.0)
 
 
+def _onnxruntime_installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def resolve_backend(backend: str) -> str:
     """"auto" -> "onnxruntime" when it can be imported, else "opencv"; others are checked."""
     if backend not in BACKENDS:
         raise ValueError(f"face analysis: unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "opencv"
-        return "onnxruntime"
-    if backend == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as error:
-            raise ValueError(
-                "face analysis: backend 'onnxruntime' was asked for but onnxruntime is not installed: "
-                "pip install onnxruntime (or onnxruntime-gpu), or use backend='opencv'"
-            ) from error
+        return "onnxruntime" if _onnxruntime_installed() else "opencv"
+    if backend == "onnxruntime" and not _onnxruntime_installed():
+        raise ValueError(
+            "face analysis: backend 'onnxruntime' was asked for but onnxruntime is not installed: "
+            "pip install onnxruntime (or onnxruntime-gpu), or use backend='opencv'"
+        )
     return backend
 
 

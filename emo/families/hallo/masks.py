@@ -18,18 +18,21 @@ approximates Hallo's rectangles, it does not reproduce them.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from emo.face import FaceNotFoundError
+try:  # main moved the face-box helpers from emo/face.py to emo/faces/boxes.py
+    from emo.faces.boxes import FaceNotFoundError
+except ImportError:  # pragma: no cover - this branch's base
+    from emo.face import FaceNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +221,8 @@ def landmarker_task(folder: str | os.PathLike) -> Path:
 
 
 def mediapipe_available() -> bool:
-    try:
-        import mediapipe  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the optional mediapipe package is installed (probed without importing it)."""
+    return importlib.util.find_spec("mediapipe") is not None
 
 
 def mediapipe_landmarks(image_rgb: np.ndarray, task_file: str | os.PathLike) -> np.ndarray:
