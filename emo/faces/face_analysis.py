@@ -24,8 +24,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from emo.faces.align import arcface_matrix, box_crop_matrix, invert_affine, transform_points, warp_affine
-from emo.faces.onnx_models import load_models, models_folder, require, resolve_backend
+from .align import arcface_matrix, box_crop_matrix, invert_affine, transform_points, warp_affine
+from .onnx_models import load_models, models_folder, require, resolve_backend
 
 logger = logging.getLogger(__name__)
 

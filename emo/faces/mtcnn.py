@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from emo.faces.joblib_arrays import JoblibArrayError, read_joblib_arrays
+from .joblib_arrays import JoblibArrayError, read_joblib_arrays
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-try:  # main moved the face-box helpers from emo/face.py to emo/faces/boxes.py
-    from emo.faces.boxes import FaceNotFoundError
-except ImportError:  # pragma: no cover - this branch's base
-    from emo.face import FaceNotFoundError
+from ...faces.boxes import FaceNotFoundError
 
 logger = logging.getLogger(__name__)
 
