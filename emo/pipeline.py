@@ -421,7 +421,7 @@ class EMOPipeline:
                 # The next clip's motion frames: the last n frames generated so far (f may be < n),
                 # as VAE latents of their pixels (see GenerationSettings.motion_from_pixels).
                 if s.motion_from_pixels:
-                    recent = self.encode_reference(_last(frames, n, 0).permute(0, 3, 1, 2))[None].to(dtype)
+                    recent = self.encode_reference(_last(frames, min(n, f), 0).permute(0, 3, 1, 2))[None].to(dtype)
                 else:
                     recent = latents.permute(0, 2, 1, 3, 4).to(dtype)  # (1, f, 4, h, w)
                 motion_latents = _last(torch.cat([motion_latents, recent], dim=1), n, dim=1)

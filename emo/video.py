@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,7 +42,15 @@ class VideoFormat:
     # supports it.
     audio_rate: int | None = None
     audio_bit_rate: int = 128_000
+    audio_options: dict[str, str] = field(default_factory=dict)
     container_options: dict[str, str] = field(default_factory=dict)
+    # write_video(deterministic=True): one encoder thread (x264 and libvpx choose their threads
+    # from the machine's cores, and the encode, even its header, depends on the count) and no
+    # FFmpeg version strings, so the same frames give the same bytes.
+    deterministic_video_options: dict[str, str] = field(default_factory=lambda: {"threads": "1", "flags": "+bitexact"})
+    # FFmpeg's AAC encoder writes its version into the first frame unless told bitexact.
+    deterministic_audio_options: dict[str, str] = field(default_factory=lambda: {"flags": "+bitexact"})
+    deterministic_container_options: dict[str, str] = field(default_factory=lambda: {"fflags": "+bitexact"})
 
 
 VIDEO_FORMATS: dict[str, VideoFormat] = {
@@ -254,7 +262,8 @@ class _StreamWriter:
             self.samples, self.sample_rate = samples, sample_rate
             self.layout = "mono" if samples.shape[0] == 1 else "stereo"
             out_rate = spec.audio_rate or _pick_sample_rate(spec.audio_codec, sample_rate)
-            stream = container.add_stream(spec.audio_codec, rate=out_rate, layout=self.layout)
+            stream = container.add_stream(spec.audio_codec, rate=out_rate, layout=self.layout,
+                                          options=dict(spec.audio_options))
             stream.codec_context.format = _pick_sample_format(spec.audio_codec)
             stream.codec_context.bit_rate = spec.audio_bit_rate
             self.audio = stream
@@ -323,7 +332,12 @@ class _StreamWriter:
             self.container.mux(self.audio.encode(None))
 
 
-def _encode(temp_path: Path, frames, spec: VideoFormat, rate: Fraction, crf: int, audio, metadata) -> int:
+def _encode(temp_path: Path, frames, spec: VideoFormat, rate: Fraction, crf: int, audio, metadata,
+            deterministic: bool = False) -> int:
+    if deterministic:
+        spec = replace(spec, video_options={**spec.video_options, **spec.deterministic_video_options},
+                       audio_options={**spec.audio_options, **spec.deterministic_audio_options},
+                       container_options={**spec.container_options, **spec.deterministic_container_options})
     container = av.open(str(temp_path), "w", format=spec.container, container_options=dict(spec.container_options))
     try:
         for key, value in metadata.items():
@@ -361,6 +375,7 @@ def write_video(
     format: str = "h264-mp4",
     crf: int = 19,
     metadata: dict[str, str] | None = None,
+    deterministic: bool = False,
 ) -> Path:
     """Encode frames (and optional audio) into a video file, atomically.
 
@@ -377,6 +392,8 @@ def write_video(
     crf: constant quality; 0 is best, 51 (h264) / 63 (vp9) worst. 19 is visually transparent
         for h264.
     metadata: container tags, e.g. {"comment": json.dumps(workflow)}.
+    deterministic: the same frames and audio give a byte-identical file (one encoder thread,
+        no version strings in the container); slower to encode on many cores.
 
     Returns the path written. On any error, KeyboardInterrupt or an exception raised by
     `frames`, the temporary file is removed and the exception propagates; no file is left.
@@ -395,7 +412,7 @@ def write_video(
     # The temporary file's dot prefix hides it from file browsers and ComfyUI's output listing
     # while it is being written; its suffix lets FFmpeg pick the container.
     with atomic_output(path, suffix=path.suffix) as temp_path:
-        frame_count = _encode(temp_path, frames, spec, rate, crf, audio, metadata)
+        frame_count = _encode(temp_path, frames, spec, rate, crf, audio, metadata, deterministic)
     logger.info("write_video: wrote %s (%d frames at %s fps, %s)", path, frame_count, rate, format)
     return path
 

@@ -1,17 +1,118 @@
-"""Shared fixtures: tiny random EMO models and checkpoints, made here."""
+"""Shared fixtures (tiny random EMO models and checkpoints, made here), how the tests import
+the pack whatever its folder is called, and the list of skipped tests at the end of a run.
+
+Why the tests work from any clone folder (`emo`, `ComfyUI-EMO`, `main`, custom_nodes/...):
+
+- The pack's folder has an `__init__.py` (ComfyUI imports the folder as a package), so pytest
+  would import that folder under its own name, whatever the name is: as `emo` (hiding the
+  library `emo/`), as `ComfyUI-EMO` (not a module name: "attempted relative import with no
+  known parent package"), or as `main` (a second copy of the nodes). Two things stop it:
+  1. tests/ and its folders have no `__init__.py`: pytest names test modules from the rootdir
+     (`tests.emo.test_cli`) instead of walking up the chain of `__init__.py` files into the
+     pack folder;
+  2. `PackRootIsNotATestPackage` (registered below) collects the pack folder as a plain
+     directory, so pytest never imports the pack's `__init__.py` to run package-level setup.
+- Node tests import `nodes...`; `PackImporter` answers that import with the pack loaded the way
+  ComfyUI loads it (the pack folder as a package, here under the fixed name PACK_NAME), and maps
+  `PACK_NAME.emo...` to the library `emo...`. So the node tests keep working when the nodes move
+  from `from emo...` to package-relative imports (`from ..emo...`): the library exists once in
+  the test process either way. This is the one place that decides how node tests import nodes.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
+import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import randomize_
+from tests.helpers import REPO, fixtures_required, randomize_
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+PACK_NAME = "comfyui_emo"  # the package name the pack folder gets in the test process
 
+
+# ---- importing the pack ------------------------------------------------------------------------
+class PackImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `PACK_NAME` from the pack folder (its `__init__.py`, as ComfyUI does), and answers
+    each alias below with the module of its target name, the same object, never a second copy."""
+
+    ALIASES = {"nodes": f"{PACK_NAME}.nodes", f"{PACK_NAME}.emo": "emo"}
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == PACK_NAME:
+            return importlib.util.spec_from_file_location(PACK_NAME, REPO / "__init__.py",
+                                                          submodule_search_locations=[str(REPO)])
+        for alias, real in self.ALIASES.items():
+            if fullname == alias or fullname.startswith(alias + "."):
+                return importlib.machinery.ModuleSpec(fullname, self, origin=real + fullname[len(alias):])
+        return None
+
+    def create_module(self, spec):
+        module = importlib.import_module(spec.origin)
+        spec.loader_state = module.__spec__  # the import system overwrites __spec__; exec_module restores it
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = module.__spec__.loader_state
+
+
+if not any(isinstance(finder, PackImporter) for finder in sys.meta_path):
+    sys.meta_path.insert(0, PackImporter())
+
+
+class PackRootIsNotATestPackage:
+    """Collect the pack folder (which has ComfyUI's `__init__.py`) as a plain directory."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if Path(path) == REPO:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config):
+    # A conftest's own collection hooks apply only below its folder; a registered plugin's
+    # apply everywhere, including to the pack folder above tests/.
+    if not config.pluginmanager.has_plugin("emo-pack-root"):
+        config.pluginmanager.register(PackRootIsNotATestPackage(), "emo-pack-root")
+
+
+# ---- what was skipped, and why ---------------------------------------------------------------
+def skip_reasons(reports) -> list[tuple[str, int, str]]:
+    """(reason, count, first test) for each distinct reason, most frequent first."""
+    counts, first = Counter(), {}
+    for report in reports:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        counts[reason] += 1
+        first.setdefault(reason, report.nodeid)
+    return [(reason, count, first[reason]) for reason, count in counts.most_common()]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    reasons = skip_reasons(terminalreporter.stats.get("skipped", []))
+    if not reasons:
+        return
+    total = sum(count for _, count, _ in reasons)
+    terminalreporter.section(f"{total} skipped: what and why", sep="-")
+    for reason, count, nodeid in reasons:
+        terminalreporter.write_line(f"{count:4d} x {reason}  (e.g. {nodeid})")
+    if not fixtures_required():
+        terminalreporter.write_line("(CI sets EMO_REQUIRE_FIXTURES=1: tests that need shared fixtures fail "
+                                    "there instead of skipping)")
+
+
+# ---- tiny models ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_model():
     from emo.model import EMOModel

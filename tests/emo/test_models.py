@@ -12,7 +12,7 @@ from emo.model import EMOModel
 from emo.models.speed import bucket_encode, neighbour_window
 from emo.models.temporal import SPEED_KEY_MARKER, MotionModule, sinusoidal_table
 
-from tests.helpers import SHARED
+from tests.helpers import SHARED, missing_fixture
 
 WEIGHT_KEYS = SHARED / "fixtures" / "weight_keys"
 
@@ -20,7 +20,7 @@ WEIGHT_KEYS = SHARED / "fixtures" / "weight_keys"
 def _load_manifest(name: str) -> dict:
     path = WEIGHT_KEYS / name
     if not path.is_file():
-        pytest.skip(f"shared fixture {path} not found (set EMO_SHARED_DIR to the shared/ folder)")
+        missing_fixture(f"shared fixture {path}")
     return {k: list(v) for k, v in json.loads(path.read_text()).items()}
 
 
@@ -55,7 +55,7 @@ def test_sd15_temporal_modules_equal_animatediff_v2(sd15_meta):
 def test_sd15_config_matches_runwayml_unet_config():
     path = WEIGHT_KEYS / "sd15_unet_config.json"
     if not path.is_file():
-        pytest.skip(f"shared fixture {path} not found")
+        missing_fixture(f"shared fixture {path}")
     ref = json.loads(path.read_text())
     unet = EMOConfig.preset("sd15").unet
     assert list(unet.block_out_channels) == ref["block_out_channels"]

@@ -87,6 +87,19 @@ def test_clips_are_chained_through_motion_frames(pipe):
         assert ((first[4:] - second[4:]).abs().max() > 1e-4) == expect_change
 
 
+@pytest.mark.parametrize("frames_per_clip, motion_frames", [(2, 4), (3, 7)])
+def test_more_motion_frames_than_a_clip_has(pipe, monkeypatch, frames_per_clip, motion_frames):
+    """n > f: each clip adds its f frames to the motion frames, which keep the last n of all
+    frames so far (the first clip's zeros fill the rest), instead of failing on a slice."""
+    encoded = record_encodes(pipe, monkeypatch)
+    settings = GenerationSettings(**{**SETTINGS.__dict__, "frames_per_clip": frames_per_clip,
+                                     "motion_frames": motion_frames})
+    chunks = list(pipe.iter_clips(portrait(64), features(7), face_mask=box_mask(64), settings=settings))
+    assert sum(len(chunk) for chunk in chunks) == 7
+    clips = len(chunks)
+    assert [tuple(p.shape) for p in encoded] == [(1, 3, 64, 64)] + [(frames_per_clip, 3, 64, 64)] * (clips - 1)
+
+
 def record_encodes(pipe, monkeypatch) -> list[torch.Tensor]:
     """Record the pixels of every `encode_reference` call (the reference and motion frames)."""
     encoded = []

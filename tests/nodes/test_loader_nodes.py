@@ -25,7 +25,7 @@ from nodes.model import (
 from nodes.reference import EMOLoadReference
 from nodes.sampler import EMOSampler
 from tests.emo.weights import formats
-from tests.helpers import SHARED, portrait
+from tests.helpers import SHARED, missing_fixture, portrait
 
 COMPONENT_KINDS = ("checkpoints", "vae", "audio_encoders", "animatediff_models")
 HALLO_FIXTURES = sorted(Path(os.environ.get("EMO_HALLO_FIXTURES", SHARED / "fixtures" / "hallo_parity"))
@@ -146,7 +146,7 @@ def hallo_files(tmp_path_factory):
     """Hallo's net.pth of the parity fixture's small model, a VAE file and a wav2vec2 folder
     (as tests/emo/weights/test_hallo.py writes them), plus a file that is not Hallo's."""
     if not HALLO_FIXTURES:
-        pytest.skip("no Hallo parity fixtures (shared/fixtures/hallo_parity or EMO_HALLO_FIXTURES)")
+        missing_fixture("Hallo parity fixtures (shared/fixtures/hallo_parity or EMO_HALLO_FIXTURES)")
     from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 

@@ -14,7 +14,7 @@ from emo.model import EMOModel
 from emo.weights import WeightFile, WeightFileError, plan_components
 from emo.weights.sd15 import diffusers_unet_config
 from tests.emo.weights import formats
-from tests.helpers import SHARED
+from tests.helpers import SHARED, missing_fixture
 
 WEIGHT_KEYS = SHARED / "fixtures" / "weight_keys"
 
@@ -22,7 +22,7 @@ WEIGHT_KEYS = SHARED / "fixtures" / "weight_keys"
 def _manifest(name: str) -> dict[str, torch.Tensor]:
     path = WEIGHT_KEYS / name
     if not path.is_file():
-        pytest.skip(f"shared fixture {path} not found (set EMO_SHARED_DIR to the shared/ folder)")
+        missing_fixture(f"shared fixture {path}")
     return {k: torch.empty(v, device="meta") for k, v in json.loads(path.read_text()).items()}
 
 
@@ -120,7 +120,7 @@ def test_sd15_diffusers_unet_file_maps_one_to_one(sd15, shapes):
 def test_diffusers_unet_config_is_runwayml_config(sd15):
     path = WEIGHT_KEYS / "sd15_unet_config.json"
     if not path.is_file():
-        pytest.skip(f"shared fixture {path} not found")
+        missing_fixture(f"shared fixture {path}")
     reference = json.loads(path.read_text())
     ours = diffusers_unet_config(sd15.config.unet)
     defaults = {"use_linear_projection": False, "transformer_layers_per_block": 1}
