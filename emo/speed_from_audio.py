@@ -39,7 +39,7 @@ import math
 import numpy as np
 import torch
 
-from .audio import _as_channels_first
+from .audio import as_channels_first
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,6 @@ def speed_from_audio(waveform: torch.Tensor, sample_rate: int, fps: float, num_f
 
 def _power(waveform, operation: str) -> np.ndarray:
     """Samples squared, averaged over channels: float64 (T,)."""
-    channels = _as_channels_first(waveform, operation).detach().cpu().to(torch.float64)
+    channels = as_channels_first(waveform, operation).detach().cpu().to(torch.float64)
     samples = torch.nan_to_num(channels).numpy()
     return (samples ** 2).mean(axis=0)
