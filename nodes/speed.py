@@ -44,20 +44,20 @@ class EMOSpeed:
             return SpeedCurve(keyframes=list(self.keyframes)) if self.keyframes else self.speed
         if num_frames is None or fps is None:
             raise ValueError("EMO Speed Control: the 'from audio' speed needs the video's frame count and fps; "
-                             "connect it to EMOSampler")
+                             "connect it to EMO Sampler")
         if self.audio is not None:
             waveform, sample_rate = self.audio["waveform"], self.audio["sample_rate"]
             if audio is not None:
                 own, generated = waveform.shape[-1] / sample_rate, audio[0].shape[-1] / audio[1]
                 if abs(own - generated) > 1.0 / fps:
                     logger.warning("EMO Speed Control: its audio is %.2f s but the video's is %.2f s; connect "
-                                   "AudioEncode's audio output (the trimmed audio) so the speed lines up", own,
+                                   "EMO Audio Encode's audio output (the trimmed audio) so the speed lines up", own,
                                    generated)
         elif audio is not None:
             waveform, sample_rate = audio
         else:
-            raise ValueError("EMO Speed Control: the 'from audio' speed has no audio; connect AudioEncode's audio "
-                             "output to SpeedControl's audio input")
+            raise ValueError("EMO Speed Control: the 'from audio' speed has no audio; connect EMO Audio Encode's audio "
+                             "output to EMO Speed Control's audio input")
         return speed_from_audio(waveform, int(sample_rate), float(fps), int(num_frames), self.min_speed,
                                 self.max_speed, self.smoothing)
 

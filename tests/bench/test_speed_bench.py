@@ -14,7 +14,8 @@ def test_the_curve_follows_the_energy(tmp_path, capsys):
     assert [r["audio"] for r in report["curves"]] == ["sample_voice.wav", "synthetic song"]
     for row in report["curves"]:
         assert row["corr_smoothed_rms"] > 0.9 and row["corr_rms"] > 0.3
-        assert CURVE["min_speed"] <= row["speed_min"] <= row["speed_max"] <= CURVE["max_speed"]
+        # float32 speeds: 1.2 is stored as 1.2000000477
+        assert CURVE["min_speed"] - 1e-6 <= row["speed_min"] <= row["speed_max"] <= CURVE["max_speed"] + 1e-6
         assert row["max_step"] < 0.05
     assert "| synthetic song | 4.0 |" in capsys.readouterr().out
 

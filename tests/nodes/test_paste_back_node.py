@@ -53,7 +53,11 @@ def test_the_frames_come_back_at_the_photo_size_with_the_photo_around_them(lands
     centre = out[:, (y0 + y1) // 2, (x0 + x1) // 2]
     assert (centre[1:] - centre[:-1]).abs().max() > 0.01  # the face region changes from frame to frame
     report = seam_report(out[0], landscape[0], mask)
-    assert report["outside_error"] == 0 and report["seam_ratio"] < 1.0
+    # The floor is what a 64 px square costs by itself: the reference's own pixels pasted back
+    # unchanged (the crop, 161 px here, through 64 px and back) already step at the seam (ratio
+    # ~2 here; 0.5 for a 256 px square). The brighter, noisy frames must add nothing to that.
+    floor = seam_report(library.paste(reference.image[None])[0], landscape[0], mask)
+    assert report["outside_error"] == 0 and report["seam_ratio"] < 1.1 * floor["seam_ratio"]
 
 
 def test_feather_and_region_change_the_result(landscape, reference):
@@ -99,21 +103,21 @@ def test_interrupt_and_progress(landscape, reference, monkeypatch):
 
 def test_errors_name_the_node_and_the_fix(landscape, reference, astronaut):
     frames = frames_of(reference, count=1)
-    with pytest.raises(ValueError, match="EMOPasteBack: the reference input must come from LoadReference"):
+    with pytest.raises(ValueError, match="EMO Paste Back: the reference input must come from EMO Load Reference"):
         EMOPasteBack().paste(frames, landscape, "reference.png", 0.12)
-    with pytest.raises(ValueError, match=r"EMOPasteBack: the photo is 512x512 but the reference was cropped from "
-                                         r"a 640x360 image.*connect the image you gave LoadReference"):
+    with pytest.raises(ValueError, match=r"EMO Paste Back: the photo is 512x512 but the reference was cropped from "
+                                         r"a 640x360 image.*connect the image you gave EMO Load Reference"):
         EMOPasteBack().paste(frames, astronaut[None], reference, 0.12)
-    with pytest.raises(ValueError, match=r"EMOPasteBack: frames must be an IMAGE batch"):
+    with pytest.raises(ValueError, match=r"EMO Paste Back: frames must be an IMAGE batch"):
         EMOPasteBack().paste(frames[0], landscape, reference, 0.12)
-    with pytest.raises(ValueError, match=r"EMOPasteBack: the generated frames are 32x64, not square"):
+    with pytest.raises(ValueError, match=r"EMO Paste Back: the generated frames are 32x64, not square"):
         EMOPasteBack().paste(frames[:, :, :32], landscape, reference, 0.12)
 
 
 def test_declaration_follows_the_node_contract():
     types = EMOPasteBack.INPUT_TYPES()
     assert list(types["required"]) == ["frames", "image", "reference", "feather"]
-    assert EMOPasteBack.RETURN_TYPES == ("IMAGE",) and EMOPasteBack.CATEGORY == "EMO"
+    assert EMOPasteBack.RETURN_TYPES == ("IMAGE",) and EMOPasteBack.CATEGORY == "EMO/video"
     signature = EMOPasteBack.paste.__code__.co_varnames
     for section in types.values():
         for name, (kind, options) in section.items():

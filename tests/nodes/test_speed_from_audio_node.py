@@ -49,16 +49,16 @@ def test_from_audio_without_its_own_audio_uses_the_sampler_audio():
     audio = loud_then_quiet()
     curve = speed.for_pipeline(50, 25.0, audio=(audio["waveform"][0], 16000))
     assert torch.equal(curve, speed_from_audio(audio["waveform"][0], 16000, 25.0, 50, 0.3, 1.0, 0.5))
-    with pytest.raises(ValueError, match="SpeedControl: the 'from audio' speed has no audio; connect AudioEncode"):
+    with pytest.raises(ValueError, match="EMO Speed Control: the 'from audio' speed has no audio; connect EMO Audio Encode"):
         speed.for_pipeline(50, 25.0)
     with pytest.raises(ValueError, match="needs the video's frame count and fps"):
         speed.for_pipeline()
 
 
 def test_from_audio_errors_and_a_mismatched_audio_warns(caplog):
-    with pytest.raises(ValueError, match="SpeedControl: from audio needs 0 <= min_speed <= max_speed, got 1.2 and 0.4"):
+    with pytest.raises(ValueError, match="EMO Speed Control: from audio needs 0 <= min_speed <= max_speed, got 1.2 and 0.4"):
         EMOSpeedControl().make(0.5, "", "from audio", 1.2, 0.4)
-    with pytest.raises(ValueError, match="SpeedControl: unknown mode 'auto'"):
+    with pytest.raises(ValueError, match="EMO Speed Control: unknown mode 'auto'"):
         EMOSpeedControl().make(0.5, "", "auto")
     with pytest.raises(ValueError, match="the audio input must be an AUDIO"):
         EMOSpeedControl().make(0.5, "", "from audio", audio=torch.zeros(1, 100))
