@@ -85,6 +85,9 @@ def latent_preview(latents: torch.Tensor):
 
 def _check_speed_range(speed: EMOSpeed, model: EMOModelHandle) -> None:
     config = model.model.config.speed
+    if config is None:  # Hallo and EchoMimic have no speed layers: the input has no effect on them
+        logger.info("%s: %s has no speed layers; the speed input is ignored", NODE, model.name)
+        return
     low = min(c - r for c, r in zip(config.bucket_centers, config.bucket_radii))
     high = max(c + r for c, r in zip(config.bucket_centers, config.bucket_radii))
     outside = [v for v in speed.values() if not low <= v <= high]
