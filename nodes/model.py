@@ -407,7 +407,7 @@ class EMOEchoMimicLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "folder": (services.list_model_folders(services.ECHOMIMIC_FOLDER, services.ECHOMIMIC_MARKERS), {
+                "folder_name": (services.list_model_folders(services.ECHOMIMIC_FOLDER, services.ECHOMIMIC_MARKERS), {
                     "tooltip": "EchoMimic's pretrained_weights folder inside ComfyUI/models/echomimic (or an "
                                "'echomimic:' folder of extra_model_paths.yaml), e.g. "
                                "models/echomimic/pretrained_weights/. Refresh the page after adding it.",
@@ -425,5 +425,5 @@ class EMOEchoMimicLoader:
             },
         }
 
-    def load(self, folder, variant="V1", precision="auto"):
-        return (load_echomimic(folder, variant, precision),)
+    def load(self, folder_name, variant="V1", precision="auto"):
+        return (load_echomimic(folder_name, variant, precision),)

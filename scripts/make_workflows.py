@@ -197,7 +197,7 @@ ECHOMIMIC_FILES = (
 def _echomimic_graph(variant: str) -> Graph:
     """EchoMimic's released weights, V1 or acc, on the sample photo and speech."""
     acc = variant == "acc"
-    loader = Node(1, "EMOEchoMimicLoader", (40, 60), {"folder": ECHOMIMIC_WEIGHTS, "variant": variant,
+    loader = Node(1, "EMOEchoMimicLoader", (40, 60), {"folder_name": ECHOMIMIC_WEIGHTS, "variant": variant,
                                                       "precision": "auto"}, (315, 106))
     settings = ("6 steps at cfg 1.0 (about ten times faster than V1; guidance off)" if acc else
                 "30 steps at cfg 2.5")

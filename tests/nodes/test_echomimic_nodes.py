@@ -67,7 +67,7 @@ def voice(seconds: float) -> dict:
 
 
 def test_echomimic_loader_lists_pretrained_weights_folders(echomimic_models, tmp_path):
-    assert EMOEchoMimicLoader.INPUT_TYPES()["required"]["folder"][0] == [WEIGHTS]
+    assert EMOEchoMimicLoader.INPUT_TYPES()["required"]["folder_name"][0] == [WEIGHTS]
     assert EMOEchoMimicLoader.CATEGORY == "EMO/loaders" and "EMOEchoMimicLoader" in NODE_CLASS_MAPPINGS
     other = tmp_path / "echomimic"
     shutil.copytree(echomimic_models / "pretrained_weights", other / "v1" / "pretrained_weights")
