@@ -167,8 +167,9 @@ class EMOModelLoader:
     DESCRIPTION = (
         "Loads an EMO checkpoint (one .safetensors file holding the ReferenceNet, backbone UNet, "
         "temporal and speed layers, face locator, audio projection, VAE and wav2vec2) from "
-        "ComfyUI/models/emo or an 'emo:' folder in extra_model_paths.yaml. ComfyUI keeps it "
-        "loaded while the inputs stay the same."
+        "ComfyUI/models/emo or an 'emo:' folder in extra_model_paths.yaml; Hallo's and EchoMimic's "
+        "weights converted with `python -m emo convert` load here too, with their own settings. "
+        "ComfyUI keeps it loaded while the inputs stay the same."
     )
     CATEGORY = "EMO/loaders"
     FUNCTION = "load"
