@@ -28,9 +28,11 @@ from .pipeline import GenerationCancelled
 from .runtime.devices import pick_device
 from .runtime.jobs import (
     DEMO_NOTE,
+    add_echomimic_options,
     add_job_options,
     add_runtime_options,
     checkpoint_or_demo,
+    echomimic_pipeline,
     load_pipeline,
     prepare_job,
     read_job_inputs,
@@ -44,10 +46,12 @@ logger = logging.getLogger("emo.cli")
 
 def cmd_generate(args) -> None:
     inputs = read_job_inputs(args)
-    checkpoint = checkpoint_or_demo(args.checkpoint)
-    if args.checkpoint is None:
-        print(DEMO_NOTE.format(name=checkpoint.name))
-    pipeline = load_pipeline(checkpoint, pick_device(args.device), args.precision)
+    pipeline = echomimic_pipeline(args, pick_device(args.device))  # None without --echomimic-dir
+    if pipeline is None:
+        checkpoint = checkpoint_or_demo(args.checkpoint)
+        if args.checkpoint is None:
+            print(DEMO_NOTE.format(name=checkpoint.name))
+        pipeline = load_pipeline(checkpoint, pick_device(args.device), args.precision)
     video = prepare_job(pipeline, args, inputs)
     with tqdm(total=video.total_steps, desc=f"EMO {video.num_frames} frames", unit="step",
               disable=args.quiet) as bar:
@@ -92,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio", required=True, help="voice audio (wav/mp3/flac/ogg/m4a, any rate)")
     gen.add_argument("--out", required=True, help="output video, .mp4 (H.264+AAC) or .webm (VP9+Opus)")
     add_job_options(gen)
+    add_echomimic_options(gen)
     add_runtime_options(gen)
     gen.set_defaults(run=cmd_generate)
 

@@ -5,7 +5,7 @@ the node library, under EMO/loaders, EMO/conditioning, EMO/sampling and EMO/vide
 
 from . import comfy_services
 from .audio import EMOAudioEncode
-from .model import EMOComponentLoader, EMOHalloLoader, EMOModelLoader
+from .model import EMOComponentLoader, EMOEchoMimicLoader, EMOHalloLoader, EMOModelLoader
 from .reference import EMOFaceRegionMask, EMOLoadReference
 from .sample_to_video import EMOSampleToVideo
 from .sampler import EMOSampler
@@ -22,6 +22,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOModelLoader": EMOModelLoader,
     "EMOComponentLoader": EMOComponentLoader,
     "EMOHalloLoader": EMOHalloLoader,
+    "EMOEchoMimicLoader": EMOEchoMimicLoader,
     "EMOLoadReference": EMOLoadReference,
     "EMOSeparateVocals": EMOSeparateVocals,
     "EMOAudioEncode": EMOAudioEncode,
@@ -37,6 +38,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOModelLoader": "EMO Load Checkpoint",
     "EMOComponentLoader": "EMO Build From SD1.5 Parts",
     "EMOHalloLoader": "EMO Load Hallo",
+    "EMOEchoMimicLoader": "EMO Load EchoMimic",
     "EMOLoadReference": "EMO Load Reference",
     "EMOSeparateVocals": "EMO Separate Vocals",
     "EMOAudioEncode": "EMO Audio Encode",

@@ -99,11 +99,12 @@ class EMOAudioEncode:
                     "tooltip": "The voice (speech or singing), any sample rate, mono or stereo. For a batch, "
                                "the first clip is used.",
                 }),
-                "model": ("EMO_MODEL", {"tooltip": "From EMO Load Checkpoint; its wav2vec2 encodes the audio."}),
+                "model": ("EMO_MODEL", {"tooltip": "From EMO Load Checkpoint (or another EMO loader); its audio "
+                                                    "encoder (wav2vec2; whisper-tiny for EchoMimic) encodes the audio."}),
                 "fps": ("FLOAT", {
                     "default": 0.0, "min": 0.0, "max": 120.0, "step": 0.01,
                     "tooltip": "Frame rate of the video to generate; 0 = the checkpoint's own (25 for EMO and "
-                               "Hallo). The sampler and EMO Video Combine use the same rate.",
+                               "Hallo, 24 for EchoMimic). The sampler and EMO Video Combine use the same rate.",
                 }),
             },
             "optional": {

@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 MODEL_FOLDER = "emo"  # ComfyUI/models/emo, also a key for extra_model_paths.yaml
 HALLO_FOLDER = "hallo"  # ComfyUI/models/hallo: Hallo's net.pth, for EMO Load Hallo
+# ComfyUI/models/echomimic/<name>/: EchoMimic's pretrained_weights folders, unchanged, for EMO Load
+# EchoMimic (listed by ECHOMIMIC_MARKERS, the files that only such a folder holds).
+ECHOMIMIC_FOLDER = "echomimic"
+ECHOMIMIC_MARKERS = ("denoising_unet.pth", "denoising_unet_acc.pth", "reference_unet.pth")
 # ComfyUI/models/audio_separator: Kim_Vocal_2.onnx (Hallo's pretrained_models/audio_separator/),
 # for EMO Separate Vocals. Also listed from models/hallo/audio_separator, where a whole Hallo
 # pretrained_models folder copied into models/hallo puts it (and ComfyUI_Hallo2 asks for it).
@@ -54,7 +58,7 @@ WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin"}
 # The folders this pack registers with ComfyUI, and the files listed from them. Other kinds
 # (checkpoints, vae, audio_encoders, animatediff_models) belong to ComfyUI or other packs.
 OWN_FOLDERS = {MODEL_FOLDER: CHECKPOINT_EXTENSIONS, HALLO_FOLDER: WEIGHT_EXTENSIONS,
-               AUDIO_SEPARATOR_FOLDER: ONNX_EXTENSIONS}
+               AUDIO_SEPARATOR_FOLDER: ONNX_EXTENSIONS, ECHOMIMIC_FOLDER: WEIGHT_EXTENSIONS}
 # More default folders of a kind, under the models folder, after models/<kind> itself.
 EXTRA_DEFAULT_FOLDERS = {AUDIO_SEPARATOR_FOLDER: (f"{HALLO_FOLDER}/{AUDIO_SEPARATOR_FOLDER}",)}
 # Checkpoints shipped with the pack (emo/assets: the demo model for synthetic faces), listed after
@@ -135,9 +139,9 @@ def _default_folders(root: Path, kind: str) -> list[Path]:
 
 
 def register_model_folder() -> None:
-    """Make ComfyUI list `models/emo`, `models/hallo` and `models/audio_separator` (plus
-    `models/hallo/audio_separator`; and any `emo:` / `hallo:` / `audio_separator:` paths from
-    extra_model_paths.yaml), and the pack's bundled checkpoints (BUNDLED_FOLDER) last under `emo`.
+    """Make ComfyUI list `models/emo`, `models/hallo`, `models/echomimic` and `models/audio_separator`
+    (plus `models/hallo/audio_separator`; and any `emo:` / `hallo:` / `echomimic:` / `audio_separator:`
+    paths from extra_model_paths.yaml), and the pack's bundled checkpoints (BUNDLED_FOLDER) last under `emo`.
 
     ComfyUI reads extra_model_paths.yaml before it imports custom nodes; an entry there creates
     the folder key with no extension filter, so the default folder is added in front and the
@@ -218,6 +222,41 @@ def list_model_files(kind: str, extensions: set[str] | None = None, *, hf_folder
         else:
             listed.add(name)
     return sorted(listed)
+
+
+def list_model_folders(kind: str, markers: tuple[str, ...], depth: int = 2) -> list[str]:
+    """Model folders of `kind` (a model that is a folder of several files, such as EchoMimic's
+    pretrained_weights): every folder up to `depth` levels below a `kind` folder that holds one of
+    the `markers` files, as 'name/' ('./' for a `kind` folder itself), '/'-separated, sorted."""
+    names = set()
+    for root in model_folders(kind):
+        if not root.is_dir():
+            continue
+        candidates = [root]
+        level = [root]
+        for _ in range(depth):
+            level = [d for parent in level for d in parent.iterdir() if d.is_dir() and not d.name.startswith(".")]
+            candidates += level
+        for folder in candidates:
+            if any((folder / marker).is_file() for marker in markers):
+                relative = folder.relative_to(root).as_posix()
+                names.add("./" if relative == "." else relative + "/")
+    return sorted(names)
+
+
+def resolve_model_folder(kind: str, name: str, node: str) -> Path:
+    """The folder behind a name from `list_model_folders`; FileNotFoundError starting with `node`
+    if no `kind` folder has it (what is inside is checked by the loader, which names each file)."""
+    relative = Path(os.path.normpath("/" + name)).relative_to("/")  # no escaping the folder
+    folders = model_folders(kind)
+    for folder in folders:
+        if (folder / relative).is_dir():
+            return folder / relative
+    shown = ", ".join(str(f) for f in folders) or "(none)"
+    raise FileNotFoundError(
+        f"{node}: folder {name!r} not found in the {kind} model folders ({shown}); put the folder there (or "
+        f"list more folders under '{kind}:' in extra_model_paths.yaml) and refresh the page"
+    )
 
 
 def resolve_model_file(kind: str, name: str, node: str) -> Path:

@@ -4,7 +4,9 @@
 - EMOComponentLoader: a new EMO model built from SD1.5, VAE, wav2vec2 and AnimateDiff files
   (`emo.weights.assemble`; a starting point for training, not a lip-syncing model);
 - EMOHalloLoader: Hallo's released net.pth + VAE + wav2vec2, run in Hallo mode
-  (`emo.families.hallo.convert`).
+  (`emo.families.hallo.convert`);
+- EMOEchoMimicLoader: EchoMimic's unchanged pretrained_weights folder from models/echomimic, V1 or
+  acc (`emo.families.echomimic.convert`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from emo.model import EMOModel
 from emo.pipeline import EMOPipeline
 from emo.weights.assemble import assemble
 from emo.families.hallo.convert import convert_hallo_file
+from emo.families.echomimic import convert as echomimic_convert
 
 from . import comfy_services as services
 
@@ -164,8 +167,9 @@ class EMOModelLoader:
     DESCRIPTION = (
         "Loads an EMO checkpoint (one .safetensors file holding the ReferenceNet, backbone UNet, "
         "temporal and speed layers, face locator, audio projection, VAE and wav2vec2) from "
-        "ComfyUI/models/emo or an 'emo:' folder in extra_model_paths.yaml. ComfyUI keeps it "
-        "loaded while the inputs stay the same."
+        "ComfyUI/models/emo or an 'emo:' folder in extra_model_paths.yaml; Hallo's and EchoMimic's "
+        "weights converted with `python -m emo convert` load here too, with their own settings. "
+        "ComfyUI keeps it loaded while the inputs stay the same."
     )
     CATEGORY = "EMO/loaders"
     FUNCTION = "load"
@@ -350,3 +354,77 @@ class EMOHalloLoader:
 
     def load(self, net_name, vae_name, wav2vec2_name, precision="auto"):
         return (load_hallo(net_name, vae_name, wav2vec2_name, precision),)
+
+
+# ---- EMOEchoMimicLoader ----------------------------------------------------------------------------
+ECHOMIMIC_NODE = "EMO Load EchoMimic"
+ECHOMIMIC_VARIANTS = {"V1": "v1", "acc": "acc"}  # widget value -> EchoMimicOptions.variant
+
+
+def load_echomimic(folder_name: str, variant: str = "V1", precision: str = "auto", *,
+                   motion_heads: int | None = None) -> EMOModelHandle:
+    """EMOEchoMimicLoader's body: an EchoMimic pretrained_weights folder from models/echomimic ->
+    a model of the V1 or acc variant. Every file is checked before anything is loaded.
+    motion_heads: the motion modules' head count, which the files do not hold (default
+    EchoMimic's 8; tests pass their tiny model's)."""
+    _check_precision(ECHOMIMIC_NODE, precision)
+    if variant not in ECHOMIMIC_VARIANTS:
+        raise ValueError(f"{ECHOMIMIC_NODE}: unknown variant {variant!r}; choose one of "
+                         f"{', '.join(ECHOMIMIC_VARIANTS)}")
+    folder = services.resolve_model_folder(services.ECHOMIMIC_FOLDER, folder_name, ECHOMIMIC_NODE)
+    device = services.torch_device()
+    dtype = services.pick_dtype(precision, device)
+    heads = echomimic_convert.MOTION_HEADS if motion_heads is None else motion_heads
+    try:
+        # Built on the CPU in the target dtype, then moved in for the first run.
+        model = echomimic_convert.load_echomimic_folder(folder, variant=ECHOMIMIC_VARIANTS[variant], dtype=dtype,
+                                                        motion_heads=heads)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{ECHOMIMIC_NODE}: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"{ECHOMIMIC_NODE}: {error}") from error
+    info = {"mode": "echomimic", "variant": ECHOMIMIC_VARIANTS[variant], "sources": {"folder": str(folder)}}
+    return _on_device(ECHOMIMIC_NODE, model, f"EchoMimic {variant} ({folder_name.rstrip('/')})", dtype, device, info)
+
+
+class EMOEchoMimicLoader:
+    DESCRIPTION = (
+        "Loads EchoMimic's released weights (antgroup/echomimic, Apache-2.0): its pretrained_weights folder, "
+        "unchanged, copied into ComfyUI/models/echomimic/ (denoising_unet.pth, reference_unet.pth, "
+        "motion_module.pth, face_locator.pth, audio_processor/whisper_tiny.pt, sd-vae-ft-mse/, "
+        "sd-image-variations-diffusers/unet/config.json; the acc variant uses denoising_unet_acc.pth and "
+        "motion_module_acc.pth). V1 samples 30 steps at cfg 2.5, acc 6 steps at cfg 1.0 (about ten times "
+        "faster). The whole video is denoised at once in overlapping 12-frame windows. Converting once "
+        "with `python -m emo convert --from echomimic ...` into ComfyUI/models/emo and using EMO Load "
+        "Checkpoint loads faster."
+    )
+    CATEGORY = "EMO/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("EMO_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("EchoMimic as an EMO model: connect it to EMO Audio Encode and EMO Sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "folder_name": (services.list_model_folders(services.ECHOMIMIC_FOLDER, services.ECHOMIMIC_MARKERS), {
+                    "tooltip": "EchoMimic's pretrained_weights folder inside ComfyUI/models/echomimic (or an "
+                               "'echomimic:' folder of extra_model_paths.yaml), e.g. "
+                               "models/echomimic/pretrained_weights/. Refresh the page after adding it.",
+                }),
+                "variant": (list(ECHOMIMIC_VARIANTS), {
+                    "default": "V1",
+                    "tooltip": "V1: denoising_unet.pth (30 steps, cfg 2.5). acc: the accelerated "
+                               "denoising_unet_acc.pth (6 steps, cfg 1.0, about ten times faster).",
+                }),
+                "precision": (list(PRECISIONS), {
+                    "default": "auto",
+                    "tooltip": "Weight precision. auto: fp32 on the CPU, bf16 on GPUs that support it, "
+                               "else fp16.",
+                }),
+            },
+        }
+
+    def load(self, folder_name, variant="V1", precision="auto"):
+        return (load_echomimic(folder_name, variant, precision),)

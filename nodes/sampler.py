@@ -85,6 +85,9 @@ def latent_preview(latents: torch.Tensor):
 
 def _check_speed_range(speed: EMOSpeed, model: EMOModelHandle) -> None:
     config = model.model.config.speed
+    if config is None:  # Hallo and EchoMimic have no speed layers: the input has no effect on them
+        logger.info("%s: %s has no speed layers; the speed input is ignored", NODE, model.name)
+        return
     low = min(c - r for c, r in zip(config.bucket_centers, config.bucket_radii))
     high = max(c + r for c, r in zip(config.bucket_centers, config.bucket_radii))
     outside = [v for v in speed.values() if not low <= v <= high]
@@ -257,13 +260,13 @@ class EMOSampler:
                 }),
                 "steps": ("INT", {
                     "default": 0, "min": 0, "max": 200,
-                    "tooltip": "Denoising steps per clip; 0 = the checkpoint's own (EMO and Hallo: 40; the demo "
-                               "model: 20). Time grows linearly.",
+                    "tooltip": "Denoising steps per clip; 0 = the checkpoint's own (EMO and Hallo: 40; EchoMimic: "
+                               "30, acc: 6; the demo model: 20). Time grows linearly.",
                 }),
                 "cfg": ("FLOAT", {
                     "default": -1.0, "min": -1.0, "max": 20.0, "step": 0.1, "round": 0.01,
                     "tooltip": "Classifier-free guidance on audio and reference; -1 = the checkpoint's own (EMO "
-                               "and Hallo: 3.5; the demo model: 2.0); <= 1 turns it off (twice as fast). Higher "
+                               "and Hallo: 3.5; EchoMimic: 2.5, acc: 1.0; the demo model: 2.0); <= 1 turns it off (twice as fast). Higher "
                                "follows the lips/identity more strictly.",
                 }),
                 "scheduler": (list(SCHEDULERS), {
@@ -273,13 +276,14 @@ class EMOSampler:
                 }),
                 "frames_per_clip": ("INT", {
                     "default": 0, "min": 0, "max": 64,
-                    "tooltip": "Frames generated together; 0 = the checkpoint's own (EMO: 12, Hallo: 16). More "
-                               "is smoother but needs more memory.",
+                    "tooltip": "Frames generated together; 0 = the checkpoint's own (EMO: 12, Hallo: 16; EchoMimic: "
+                               "its sampling window, 12). More is smoother but needs more memory.",
                 }),
                 "motion_frames": ("INT", {
                     "default": -1, "min": -1, "max": 32,
                     "tooltip": "Frames of the previous clip each clip continues from; -1 = the checkpoint's own "
-                               "(EMO: 4, Hallo: 2); 0 makes clips independent (jumps at clip borders).",
+                               "(EMO: 4, Hallo: 2; EchoMimic: its windows' overlap, 3); 0 makes clips independent (jumps at "
+                               "clip borders).",
                 }),
             },
             "optional": {

@@ -1,7 +1,8 @@
 """Writes workflows/NAME.jpg, the thumbnail ComfyUI's Templates browser shows for each shipped
 workflow, from a real run of it.
 
-    python scripts/make_thumbnails.py
+    python scripts/make_thumbnails.py            # every workflow
+    python scripts/make_thumbnails.py NAME ...   # only these (e.g. after adding a workflow)
 
 The demo workflows run as shipped (the bundled demo model on the sample talker, through the node
 classes) and the thumbnail is a 2x2 grid of four evenly spaced frames of the video they write.
@@ -64,11 +65,12 @@ def photo_thumbnail(api: dict, samples: Path) -> Image.Image:
     image_name = next(n["inputs"]["image"] for n in api.values() if n["class_type"] == "LoadImage")
     loader = next(n for n in api.values() if n["class_type"].endswith("Loader"))
     reference, _ = load_reference(load_image(samples / image_name)[None], 512, "face")
-    needs = "Hallo's weights" if loader["class_type"] == "EMOHalloLoader" else "your EMO checkpoint"
+    needs = {"EMOHalloLoader": "Hallo's weights", "EMOEchoMimicLoader": "EchoMimic's weights"}.get(
+        loader["class_type"], "your EMO checkpoint")
     return _captioned(to_pil(reference.image), f"real photo - needs {needs} (see the note)")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nodes import NODE_CLASS_MAPPINGS
@@ -82,7 +84,11 @@ def main() -> int:
         samples = scratch / "input"
         services.install_samples(samples)
         classes = {**NODE_CLASS_MAPPINGS, **make_core_nodes(samples)}
-        for name in make_workflows.WORKFLOWS:
+        names = list(sys.argv[1:] if argv is None else argv) or list(make_workflows.WORKFLOWS)
+        unknown = sorted(set(names) - set(make_workflows.WORKFLOWS))
+        if unknown:
+            raise SystemExit(f"unknown workflows {unknown}; known: {', '.join(make_workflows.WORKFLOWS)}")
+        for name in names:
             api = json.loads((make_workflows.ROOT / "api" / f"{name}.json").read_text())
             ui = json.loads((make_workflows.ROOT / f"{name}.json").read_text())
             if api["1"]["inputs"].get("ckpt_name") == make_workflows.DEMO_CHECKPOINT:

@@ -34,6 +34,7 @@ SPEECH = "emo_sample_speech.wav"
 # What the real-model workflows name: the files their Note tells the user to put in place.
 USER_CHECKPOINT = "my-emo.safetensors"
 HALLO_NET, HALLO_VAE, HALLO_WAV2VEC2 = "net.pth", "sd-vae-ft-mse/", "wav2vec2-base-960h/"
+ECHOMIMIC_WEIGHTS = "pretrained_weights/"  # EchoMimic's folder, as models/echomimic/pretrained_weights/
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 PACK = "comfyui-emo"  # Comfy Registry id (pyproject.toml)
 NOTE_POS = (40, 740)  # under LoadAudio, clear of nodes that grow with previews
@@ -127,12 +128,13 @@ class Graph:
     notes: list = field(default_factory=list)
 
 
-def _graph(*, loader: Node, image: str, audio: str, crop: str, speed: float, keyframes: str = "",
+def _graph(*, loader: Node, image: str, audio: str, crop: str, speed: float | None, keyframes: str = "",
            mask: str | None = None, steps: int = 0, cfg: float = -1.0, scheduler: str = "ddim", start: float = 0.0,
            duration: float = 0.0, prefix: str = "EMO/portrait", video_format: str = "video/h264-mp4", crf: int = 19,
            upscale: bool = False, stream: bool = False) -> list:
     """The graph every workflow shares: loader -> reference (+ face region) -> audio -> speed ->
-    sampler -> (upscale) -> video. Widgets at 0 / -1 take the checkpoint's own settings."""
+    sampler -> (upscale) -> video. Widgets at 0 / -1 take the checkpoint's own settings. speed None:
+    no Speed Control (models without speed layers)."""
     nodes = [
         loader,
         Node(2, "LoadImage", (40, 200), {"image": image}, (315, 314)),
@@ -144,13 +146,14 @@ def _graph(*, loader: Node, image: str, audio: str, crop: str, speed: float, key
         Node(6, "PreviewImage", (400, 540), {"images": (4, 1)}, (315, 250), title="Prepared reference"),
         Node(7, "EMOAudioEncode", (400, 830), {"audio": (3, 0), "model": (1, 0), "fps": 0.0,
                                                "start_seconds": start, "duration_seconds": duration}, (315, 150)),
-        Node(8, "EMOSpeedControl", (760, 60), {"speed": speed, "keyframes": keyframes}, (315, 130)),
     ]
+    if speed is not None:
+        nodes.append(Node(8, "EMOSpeedControl", (760, 60), {"speed": speed, "keyframes": keyframes}, (315, 130)))
     if mask:
         nodes.append(Node(12, "LoadImageMask", (40, 1100), {"image": mask, "channel": "red"}, (315, 314),
                           title="Face region (white)"))
     sampling = {"model": (1, 0), "reference": (4, 0), "audio_features": (7, 0), "face_mask": (5, 0),
-                "speed": (8, 0), "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler,
+                **({"speed": (8, 0)} if speed is not None else {}), "seed": 42, "steps": steps, "cfg": cfg, "scheduler": scheduler,
                 "frames_per_clip": 0, "motion_frames": -1}
     video = {"filename_prefix": prefix, "format": video_format, "crf": crf, "save_output": True}
     if stream:
@@ -180,6 +183,42 @@ DEMO_NOTE = ("It runs as it is on the bundled demo model (emo-demo.safetensors, 
              "only) with the sample talker the pack puts in ComfyUI's input folder. For your own photos load "
              "a real model (see the Hallo and EMO checkpoint workflows). Widgets at 0 or -1 (size, fps, steps, "
              "cfg, frames_per_clip, motion_frames) use the checkpoint's own settings.")
+
+ECHOMIMIC_FILES = (
+    "- denoising_unet.pth, motion_module.pth (V1)\n"
+    "- denoising_unet_acc.pth, motion_module_acc.pth (acc)\n"
+    "- reference_unet.pth, face_locator.pth\n"
+    "- audio_processor/whisper_tiny.pt\n"
+    "- sd-vae-ft-mse/ (the folder)\n"
+    "- sd-image-variations-diffusers/unet/config.json (only the config is read)\n"
+)
+
+
+def _echomimic_graph(variant: str) -> Graph:
+    """EchoMimic's released weights, V1 or acc, on the sample photo and speech."""
+    acc = variant == "acc"
+    loader = Node(1, "EMOEchoMimicLoader", (40, 60), {"folder_name": ECHOMIMIC_WEIGHTS, "variant": variant,
+                                                      "precision": "auto"}, (315, 106))
+    settings = ("6 steps at cfg 1.0 (about ten times faster than V1; guidance off)" if acc else
+                "30 steps at cfg 2.5")
+    other = "echomimic_talking_photo (V1)" if acc else "echomimic_acc_talking_photo (6 steps, cfg 1.0)"
+    note = (f"EchoMimic {variant} (antgroup/echomimic, Apache-2.0) on a real photo\n\n"
+            "Copy EchoMimic's pretrained_weights folder, unchanged, to "
+            "ComfyUI/models/echomimic/pretrained_weights/ so that it holds:\n" + ECHOMIMIC_FILES +
+            "e.g. ComfyUI/models/echomimic/pretrained_weights/audio_processor/whisper_tiny.pt; then refresh the "
+            f"page. Only the {'acc' if acc else 'V1'} files and the shared ones are needed here. EchoMimic runs at "
+            f"512 px, 24 fps, {settings}: the whole video is denoised at once in 12-frame windows overlapping "
+            "by 3 (frames_per_clip / motion_frames), so its latents stay in memory while the frames stream out. "
+            f"It has no head-speed control. See also {other}. The sample photo and speech come with the pack; use "
+            "your own frontal portrait and voice.")
+    return Graph(
+        f"EchoMimic {variant}'s released weights on a real photo and real speech (needs EchoMimic's "
+        "pretrained_weights folder; see the note).",
+        _graph(loader=loader, image=PHOTO, audio=SPEECH, crop="face", speed=None,
+               prefix=f"EMO/echomimic{'_acc' if acc else ''}"),
+        [Note(20, NOTE_POS, note, (360, 520))],
+    )
+
 
 WORKFLOWS = {
     "emo_talking_portrait": Graph(
@@ -235,6 +274,8 @@ WORKFLOWS = {
                             "frontal portrait and voice. Hallo runs at 512 px, 16-frame clips, 40 steps, cfg 3.5 "
                             "(its checkpoint's settings, taken when the widgets are 0 / -1).", (315, 400))],
     ),
+    "echomimic_talking_photo": _echomimic_graph("V1"),
+    "echomimic_acc_talking_photo": _echomimic_graph("acc"),
     "emo_checkpoint_photo": Graph(
         "An EMO checkpoint you trained or converted (models/emo) on a real photo and real speech.",
         _graph(loader=Node(1, "EMOModelLoader", (40, 60), {"ckpt_name": USER_CHECKPOINT, "precision": "auto"},

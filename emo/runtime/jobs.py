@@ -70,6 +70,39 @@ def load_pipeline(checkpoint, device: torch.device, precision: str) -> EMOPipeli
     return EMOPipeline.from_checkpoint(checkpoint, device=device, dtype=pick_dtype(precision, device))
 
 
+def echomimic_pipeline(job, device: torch.device) -> EMOPipeline | None:
+    """The model of `--echomimic-dir FOLDER [--acc]` (EchoMimic's unchanged pretrained_weights
+    folder, every file checked first), or None when the job names no EchoMimic folder."""
+    from ..families.echomimic import convert as echomimic_convert
+
+    folder = getattr(job, "echomimic_dir", None)
+    acc = bool(getattr(job, "acc", False))
+    if folder is None:
+        if acc:
+            raise ValueError("--acc selects EchoMimic's accelerated weights (denoising_unet_acc.pth); give "
+                             "--echomimic-dir PATH too")
+        return None
+    if getattr(job, "checkpoint", None) is not None:
+        raise ValueError(f"--checkpoint {job.checkpoint} and --echomimic-dir {folder} both given; give one of them "
+                         "(a converted EchoMimic checkpoint goes in --checkpoint alone)")
+    dtype = pick_dtype(getattr(job, "precision", "auto"), device)
+    # MOTION_HEADS read at call time: the files do not hold the motion modules' head count.
+    model = echomimic_convert.load_echomimic_folder(folder, variant="acc" if acc else "v1", dtype=dtype,
+                                                    motion_heads=echomimic_convert.MOTION_HEADS)
+    return EMOPipeline(model, device=device)
+
+
+def add_echomimic_options(parser: argparse.ArgumentParser) -> None:
+    """generate's options for running EchoMimic's released folder without converting it."""
+    parser.add_argument("--echomimic-dir", default=None, metavar="PATH",
+                        help="EchoMimic's pretrained_weights folder, unchanged (denoising_unet.pth, reference_unet.pth, "
+                             "motion_module.pth, face_locator.pth, audio_processor/whisper_tiny.pt, sd-vae-ft-mse/, "
+                             "sd-image-variations-diffusers/unet/config.json); instead of --checkpoint")
+    parser.add_argument("--acc", action="store_true",
+                        help="with --echomimic-dir: EchoMimic's accelerated weights (denoising_unet_acc.pth, "
+                             "motion_module_acc.pth): 6 steps at cfg 1.0 instead of 30 at 2.5")
+
+
 @dataclass
 class PreparedJob:
     """Everything one video needs, made ready (reference cropped, audio encoded, settings

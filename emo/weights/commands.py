@@ -1,4 +1,5 @@
-"""`python -m emo assemble`: an EMO checkpoint from SD1.5, VAE, wav2vec2 and AnimateDiff files."""
+"""`python -m emo assemble`: an EMO checkpoint from SD1.5, VAE, wav2vec2 and AnimateDiff files;
+`python -m emo convert`: Hallo's or EchoMimic's released weights -> an EMO checkpoint."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def cmd_convert(args) -> None:
     from ..families.hallo.convert import convert_hallo_file
     from ..runtime.output import output_path
 
+    if args.source == "echomimic":
+        return convert_echomimic(args)
+    if args.acc:
+        raise ValueError("--acc is for --from echomimic (EchoMimic's accelerated weights)")
+    missing = [option for option, value in (("--vae", args.vae), ("--wav2vec", args.wav2vec)) if value is None]
+    if missing:
+        raise ValueError(f"--from hallo needs {' and '.join(missing)}: Hallo's net.pth holds neither the VAE "
+                         "(sd-vae-ft-mse) nor wav2vec2-base-960h")
     out = output_path(args.out, (".safetensors",))
     dtype = None if args.precision == "fp32" else args.precision
     model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec, dtype=dtype)
@@ -41,15 +50,46 @@ def cmd_convert(args) -> None:
     print(f"wrote {path} (Hallo mode: 16-frame clips, 2 motion frames, zero-SNR v-prediction DDIM)")
 
 
+def convert_echomimic(args) -> None:
+    """EchoMimic's unchanged pretrained_weights folder -> one EMO checkpoint (V1, or acc with
+    --acc). Every key of every file is accounted for before anything is written."""
+    from ..checkpoints import save_checkpoint
+    from ..families.echomimic import convert as echomimic_convert
+    from ..runtime.output import output_path
+
+    extra = [option for option, value in (("--vae", args.vae), ("--wav2vec", args.wav2vec)) if value is not None]
+    if extra:
+        raise ValueError(f"--from echomimic takes the pretrained_weights folder alone (it holds sd-vae-ft-mse and "
+                         f"whisper_tiny.pt); leave out {' and '.join(extra)}")
+    out = output_path(args.out, (".safetensors",))
+    variant = "acc" if args.acc else "v1"
+    # MOTION_HEADS read at call time: the head count is not in the files (inference_v2.yaml's 8).
+    model = echomimic_convert.load_echomimic_folder(args.input, variant=variant,
+                                                    motion_heads=echomimic_convert.MOTION_HEADS)
+    dtype = None if args.precision == "fp32" else args.precision
+    defaults = model.config.defaults
+    path = save_checkpoint(model, out, dtype=dtype, description=(
+        f"EchoMimic {variant} (antgroup/echomimic, Apache-2.0) converted from {Path(args.input).name}/ "
+        f"({'denoising_unet_acc.pth' if args.acc else 'denoising_unet.pth'}); {defaults.steps} steps at cfg "
+        f"{defaults.guidance_scale:g}"))
+    print(f"wrote {path} (EchoMimic {variant}: whole video in closed-loop windows of {defaults.frames_per_clip} frames, "
+          f"{defaults.steps} steps, cfg {defaults.guidance_scale:g}, {defaults.fps:g} fps, {args.precision})")
+
+
 def add_commands(subparsers) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert another project's released weights into an EMO checkpoint",
         description="Convert Hallo's net.pth (plus the SD1.5 VAE and wav2vec2-base-960h it was "
-                    "trained with) into one EMO checkpoint that runs in Hallo mode.")
-    convert.add_argument("--from", dest="source", required=True, choices=("hallo",), help="source project")
-    convert.add_argument("--in", dest="input", required=True, help="Hallo's pretrained_models/hallo/net.pth")
-    convert.add_argument("--vae", required=True, help="sd-vae-ft-mse (file or diffusers folder)")
-    convert.add_argument("--wav2vec", required=True, help="wav2vec2-base-960h (HF folder or one file)")
+                    "trained with) into one EMO checkpoint that runs in Hallo mode, or EchoMimic's "
+                    "pretrained_weights folder (V1, or acc with --acc) into one that runs as EchoMimic.")
+    convert.add_argument("--from", dest="source", required=True, choices=("hallo", "echomimic"),
+                         help="source project")
+    convert.add_argument("--in", dest="input", required=True,
+                         help="hallo: pretrained_models/hallo/net.pth; echomimic: the pretrained_weights folder")
+    convert.add_argument("--vae", default=None, help="hallo: sd-vae-ft-mse (file or diffusers folder)")
+    convert.add_argument("--wav2vec", default=None, help="hallo: wav2vec2-base-960h (HF folder or one file)")
+    convert.add_argument("--acc", action="store_true",
+                         help="echomimic: the accelerated weights (denoising_unet_acc.pth: 6 steps, cfg 1.0)")
     convert.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")
     convert.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"))
     convert.set_defaults(run=cmd_convert)

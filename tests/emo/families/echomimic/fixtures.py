@@ -76,3 +76,27 @@ def make_pretrained_weights(fixture: Path, folder: Path, variants=("v1",), vae: 
     unet.mkdir(parents=True)
     (unet / "config.json").write_text(json.dumps(meta["modules"]["denoising_unet"]["base_unet_config"], indent=2))
     return folder
+
+
+def motion_heads(meta: dict) -> int:
+    """The motion modules' head count of a fixture's model (not in the released files)."""
+    return meta["modules"]["denoising_unet"]["unet_additional_kwargs"]["motion_module_kwargs"]["num_attention_heads"]
+
+
+def make_tiny_echomimic_folder(folder: Path, variants=("v1", "acc")) -> tuple[Path, dict]:
+    """A runnable tiny `pretrained_weights/` folder from the first fixture: its weights under the
+    released names, and a random seeded VAE of the fixture's own (8x, 4-level) layout, so the
+    face locator's 8x downsampling meets the latents. Returns (folder, the fixture's json); calls
+    `missing_fixture` when there is no fixture."""
+    from diffusers import AutoencoderKL
+
+    from tests.helpers import missing_fixture
+
+    files = fixture_files()
+    if not files:
+        missing_fixture("EchoMimic parity fixtures (echomimic_parity/*.safetensors)")
+    _, meta = read_fixture(files[0])
+    vae = folder.parent / f"{folder.name}_vae"
+    torch.manual_seed(1)
+    AutoencoderKL(**meta["modules"]["vae_for_crosscheck_only"]["from_config"]).save_pretrained(vae)
+    return make_pretrained_weights(files[0], folder, variants=variants, vae=vae), meta
