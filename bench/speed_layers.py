@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from side_by_side import PeakMemory  # noqa: E402
 
 from emo.config import EMOConfig  # noqa: E402
-from emo.models import EMOModel, temporal  # noqa: E402
+from emo.model import EMOModel  # noqa: E402
+from emo.models import temporal  # noqa: E402
 
 
 def per_pixel_speed_attention(attn, x, speed):
@@ -59,7 +60,7 @@ def backbone_flops(preset: str, size: int, frames: int, motion: int) -> dict:
     with torch.device("meta"), torch.no_grad():
         reference = model.reference_net(torch.randn(1, 1 + motion, 4, side, side))
         args = (torch.randn(2, 4, frames, side, side), 500,
-                torch.randn(2, frames, cfg.audio.num_tokens, cfg.audio_token_dim))
+                torch.randn(2, frames, cfg.audio.num_tokens, model.family.audio_token_dim(cfg)))
         kwargs = {"reference": reference, "speed": torch.randn(1, motion + frames, cfg.speed.embed_dim),
                   "face_features": torch.randn(2, cfg.unet.block_out_channels[0], side, side)}
         out = {}
@@ -116,9 +117,9 @@ def tiny_backbone_cost(repeat: int) -> dict:
 
     model = randomize_(EMOModel.from_preset("tiny", seed=0)).eval()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from graph_breaks import pipeline_inputs
+    from graph_breaks import pipeline_calls
 
-    args, kwargs = pipeline_inputs(model, frames=12, motion=4)["backbone"]
+    args, kwargs = pipeline_calls(model, frames=12)["backbone"]
     out, results = {}, {}
     for name in ("old", "new", "old", "new"):
         with formulation(name), torch.no_grad():
