@@ -58,7 +58,8 @@ class HalloFamily(ModelFamily):
         options = self.options(config)
         return BackboneOptions(
             site_plan=SITE_PLANS[options.inference_path], tile_reference_items=True,
-            audio_module=lambda cfg, site: region_audio_module(cfg, site, options.audio_attention_dim))
+            audio_module=lambda cfg, site: region_audio_module(cfg, site, options.audio_attention_dim,
+                                                               options.shared_audio_attention))
 
     def audio_token_dim(self, config) -> int:
         return self.options(config).audio_attention_dim
