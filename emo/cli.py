@@ -79,6 +79,8 @@ def cmd_info(args) -> None:
     print(f"{args.checkpoint}: {info['name']}")
     if info["description"]:
         print(f"  {info['description']}")
+    if info.get("family"):
+        print(f"  family: {info['family']}" + (f" (variant {info['variant']})" if info.get("variant") else ""))
     print("  defaults: " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()))
 
 

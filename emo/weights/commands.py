@@ -34,22 +34,33 @@ def cmd_convert(args) -> None:
 
     out = output_path(args.out, (".safetensors",))
     dtype = None if args.precision == "fp32" else args.precision
-    model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec, dtype=dtype)
+    from ..families.hallo.lineage import variant as hallo_variant
+    from ..families.hallo.options import HalloOptions
+
+    # --from hallo: the release is detected (JoyHallo from its keys, Hallo2 from its folder).
+    model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec, dtype=dtype,
+                               variant=None if args.source == "hallo" else args.source)
+    release = hallo_variant(HalloOptions.from_dict(model.config.family_options).variant)
     path = save_checkpoint(model, out, description=(
-        f"Hallo (fudan-generative-vision/hallo, MIT) converted from {Path(args.input).name}, VAE "
+        f"{release.title} ({release.repo}, MIT) converted from {Path(args.input).name}, VAE "
         f"{Path(args.vae).name}, wav2vec2 {Path(args.wav2vec).name}; runs in Hallo mode"))
-    print(f"wrote {path} (Hallo mode: 16-frame clips, 2 motion frames, zero-SNR v-prediction DDIM)")
+    print(f"wrote {path} ({release.title}, Hallo mode: 16-frame clips, 2 motion frames, zero-SNR v-prediction DDIM)")
 
 
 def add_commands(subparsers) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert another project's released weights into an EMO checkpoint",
-        description="Convert Hallo's net.pth (plus the SD1.5 VAE and wav2vec2-base-960h it was "
+        description="Convert a Hallo, Hallo2 or JoyHallo net.pth (plus the SD1.5 VAE and the wav2vec2 it was "
                     "trained with) into one EMO checkpoint that runs in Hallo mode.")
-    convert.add_argument("--from", dest="source", required=True, choices=("hallo",), help="source project")
-    convert.add_argument("--in", dest="input", required=True, help="Hallo's pretrained_models/hallo/net.pth")
+    convert.add_argument("--from", dest="source", required=True, choices=("hallo", "hallo2", "joyhallo"),
+                         help="source project; 'hallo' detects the release (Hallo, Hallo2 in a hallo2 folder, "
+                              "JoyHallo from its keys)")
+    convert.add_argument("--in", dest="input", required=True,
+                         help="pretrained_models/hallo/net.pth (hallo2/net.pth, joyhallo/net.pth)")
     convert.add_argument("--vae", required=True, help="sd-vae-ft-mse (file or diffusers folder)")
-    convert.add_argument("--wav2vec", required=True, help="wav2vec2-base-960h (HF folder or one file)")
+    convert.add_argument("--wav2vec", required=True,
+                         help="wav2vec2-base-960h (Hallo, Hallo2) or chinese-wav2vec2-base (JoyHallo): HF folder "
+                              "or one file")
     convert.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")
     convert.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"))
     convert.set_defaults(run=cmd_convert)

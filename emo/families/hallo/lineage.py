@@ -127,4 +127,4 @@ def describe_net_file(path: str | os.PathLike) -> dict:
     return {"name": f"{v.title} net.pth ({v.repo})",
             "description": f"{n} tensors; {v.title} {how}. Load it with `emo convert --from {name}` or the "
                            f"EMO Load Hallo node; its speech encoder is pretrained_models/{v.wav2vec2_path}.",
-            "defaults": vars(config.defaults)}
+            "defaults": vars(config.defaults), "family": "hallo", "variant": name}

@@ -187,14 +187,25 @@ def _variant_model(fixture, **changes):
         config, family_options={**config.family_options, **changes}))
 
 
+def _spread(meta, prefix: str) -> float:
+    """The peer's own fp32-vs-fp64 difference on an output (fixture JSON, observed_differences)."""
+    found = meta["observed_differences"]["fp32_vs_fp64"]
+    return next(v["max_abs"] for k, v in found.items() if k.startswith(prefix))
+
+
 def test_hallo_lineage_variants_match(fixture):
+    """The fixture's other paths. Tolerances follow float rounding: the fp32 bank within 1e-4
+    (the peer's own fp32-vs-fp64 spread there is up to 1.0e-4); Hallo's eval path (not what the
+    scripts run) is more sensitive to rounding (peer's spread 1.2e-4 and 2.0e-4, ours 1.9e-4), so
+    within 3x that spread."""
     t, meta = fixture["t"], fixture["meta"]
-    # 5e-5: the peer's own fp32-vs-fp64 spread on these outputs is up to 2.5e-5 (fixture JSON,
-    # observed_differences), so float rounding alone may reach Hallo's suggested 2e-5.
     _close(_one_step(_variant_model(fixture, reference_bank_fp16=False), t, meta)["noise"],
-           t["output.variant.bank_fp32.noise_pred"], 5e-5)
+           t["output.variant.bank_fp32.noise_pred"], 1e-4, 1e-4)
+    eval_atol = max(3e-4, 3 * _spread(meta, "output.variant.evalmode"))
+    _close(_one_step(_variant_model(fixture, inference_path="eval"), t, meta)["noise"],
+           t["output.variant.evalmode.noise_pred"], eval_atol, 1e-4)
     _close(_one_step(_variant_model(fixture, inference_path="eval", reference_bank_fp16=False), t, meta)["noise"],
-           t["output.variant.evalmode_bank_fp32.noise_pred"], 5e-5)
+           t["output.variant.evalmode_bank_fp32.noise_pred"], eval_atol, 1e-4)
     _close(_one_step(fixture["model"], t, meta, cfg=False)["noise"], t["output.variant.nocfg.noise_pred"], 1e-4, 1e-4)
 
 
@@ -229,8 +240,9 @@ def test_hallo_lineage_parity_needs_the_right_audio_attention(fixture):
 
 def _pretrained_models(fixture, root: Path) -> Path:
     """A pretrained_models folder as the release lays it out, with the fixture's net.pth."""
-    folder = {"hallo2": "hallo2", "joyhallo": "joyhallo"}[fixture["variant"]]
-    return formats.save_pickle(fixture["weights"], root / "pretrained_models" / folder / "net.pth")
+    folder = root / "pretrained_models" / {"hallo2": "hallo2", "joyhallo": "joyhallo"}[fixture["variant"]]
+    folder.mkdir(parents=True)
+    return formats.save_pickle(fixture["weights"], folder / "net.pth")
 
 
 def test_hallo_lineage_net_pth_is_detected_converted_and_described(fixture, tmp_path, capsys):
@@ -239,7 +251,6 @@ def test_hallo_lineage_net_pth_is_detected_converted_and_described(fixture, tmp_
     from emo.checkpoints import load_checkpoint, save_checkpoint
     from emo.cli import main
 
-    (tmp_path / "pretrained_models").mkdir()
     net = _pretrained_models(fixture, tmp_path)
     info = describe_net_file(net)
     title = {"hallo2": "Hallo2", "joyhallo": "JoyHallo"}[fixture["variant"]]
@@ -259,7 +270,7 @@ def test_hallo_lineage_net_pth_is_detected_converted_and_described(fixture, tmp_
     reloaded = load_checkpoint(path)
     _close(_one_step(reloaded, fixture["t"], fixture["meta"])["noise"], fixture["t"]["output.noise_pred"], 1e-4, 1e-4)
     assert main(["info", str(path)]) == 0
-    assert f"{fixture['variant']} mode" in capsys.readouterr().out
+    assert f"family: hallo (variant {fixture['variant']})" in capsys.readouterr().out
 
 
 def test_hallo_lineage_pipeline_runs(fixture):
