@@ -136,3 +136,29 @@ def _features_at(model, samples: torch.Tensor, num_frames: int) -> torch.Tensor:
         layers = _encoder_layer_outputs(model, hidden, _DEFAULT_ATTENTION_BYTES, None)
         features = torch.stack([h[0] for h in layers], dim=1)
     return features.to("cpu", torch.float32).clone()
+
+
+HALLO2_MOTION_MASK_RATE = 0.25
+"""`mask_rate` in configs/inference/long.yaml (`use_mask: true`)."""
+
+
+def mask_motion_pixels(pixels: torch.Tensor, face_mask: torch.Tensor, rate: float,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Hallo2's motion-frame masking before the VAE (inference_long.py, `use_mask`).
+
+    pixels: (k, 3, H, W) motion-frame pixels in 0..1 (the first clip's copies of the reference,
+    later the last generated frames); face_mask: (H, W), the face region the face locator sees
+    (> 0 inside). One uniform draw per pixel position, shared by the k frames and the channels:
+    a position outside the face whose draw is <= `rate` becomes 0 in Hallo's -1..1 pixel range,
+    i.e. 0.5 (mid grey) here. The draws come from `generator` (Hallo2 uses the global RNG it seeded
+    for the latents, so its exact pattern is not reproduced; its statistics are)."""
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"mask_motion_pixels: pixels must be (k, 3, H, W), got {tuple(pixels.shape)}")
+    h, w = pixels.shape[-2:]
+    if tuple(face_mask.shape) != (h, w):
+        raise ValueError(f"mask_motion_pixels: the face mask is {tuple(face_mask.shape)}, the frames {(h, w)}")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"mask_motion_pixels: rate must be in [0, 1), got {rate!r}")
+    draws = torch.rand(h, w, generator=generator, device=generator.device if generator is not None else "cpu")
+    keep = (draws > rate).to(pixels.device) | (face_mask.to(pixels.device) > 0)
+    return torch.where(keep, pixels, torch.full_like(pixels, 0.5))

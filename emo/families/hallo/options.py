@@ -24,7 +24,9 @@ class HalloOptions:
     shared_audio_attention: JoyHallo's audio modules have one cross-attention shared by the three
     regions (its `net.pth` has `attn2_0` only), Hallo's and Hallo2's three;
     audio_segment_seconds: Hallo2 encodes long audio in pieces of this many seconds (60), each
-    through wav2vec2 on its own (`hallo2.hallo2_audio_features`); 0: the whole clip at once.
+    through wav2vec2 on its own (`hallo2.hallo2_audio_features`); 0: the whole clip at once;
+    motion_mask_rate: Hallo2 sets this share of the motion frames' pixels outside the face to
+    grey before encoding them (0.25; `hallo2.mask_motion_pixels`); 0: no masking.
     """
 
     face_embedding_dim: int = 512
@@ -35,12 +37,15 @@ class HalloOptions:
     variant: str = "hallo"
     shared_audio_attention: bool = False
     audio_segment_seconds: float = 0.0
+    motion_mask_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.inference_path not in ("train", "eval"):
             raise ValueError(f"Hallo options: inference_path must be 'train' or 'eval', got {self.inference_path!r}.")
         if self.variant not in VARIANTS:
             raise ValueError(f"Hallo options: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}.")
+        if not 0.0 <= self.motion_mask_rate < 1.0:
+            raise ValueError(f"Hallo options: motion_mask_rate must be in [0, 1), got {self.motion_mask_rate!r}.")
         if not self.audio_segment_seconds >= 0:
             raise ValueError("Hallo options: audio_segment_seconds must be >= 0 (0: no segments), "
                              f"got {self.audio_segment_seconds!r}.")

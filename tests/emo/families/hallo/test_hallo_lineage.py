@@ -106,6 +106,7 @@ def test_hallo_lineage_configs_name_their_release():
     options = {v: HalloOptions.from_dict(c.family_options) for v, c in names.items()}
     assert [o.shared_audio_attention for o in options.values()] == [False, False, True]
     assert [o.audio_segment_seconds for o in options.values()] == [0.0, 60.0, 0.0]
+    assert [o.motion_mask_rate for o in options.values()] == [0.0, 0.25, 0.0]
     for config in names.values():  # the three run at Hallo's numbers
         d = config.defaults
         assert (d.size, d.fps, d.frames_per_clip, d.motion_frames, d.steps, d.guidance_scale) == (512, 25.0, 16, 2, 40, 3.5)
@@ -290,3 +291,31 @@ def test_hallo_lineage_pipeline_runs(fixture):
     silent = AudioFeatures(torch.zeros_like(audio.features), fps=25.0, waveform=audio.waveform, sample_rate=16000)
     other = pipe(portrait(64), silent, face_mask=box_mask(64), settings=settings, face_embedding=torch.ones(dim)).frames
     assert (other - frames).abs().max() > 1e-6  # the audio reaches the video
+    if fixture["variant"] == "hallo2":  # Hallo2 masks the motion frames' pixels (both clips' here)
+        again = pipe(portrait(64), audio, face_mask=box_mask(64), settings=settings, face_embedding=torch.ones(dim))
+        assert torch.equal(again.frames, frames)
+        unmasked = EMOPipeline(_variant_model(fixture, motion_mask_rate=0.0))
+        plain = unmasked(portrait(64), audio, face_mask=box_mask(64), settings=settings,
+                         face_embedding=torch.ones(dim)).frames
+        assert (plain[:4] - frames[:4]).abs().max() > 1e-6  # already the first clip's motion frames
+
+
+def test_hallo2_motion_frame_mask():
+    from emo.families.hallo.hallo2 import mask_motion_pixels
+
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    face = torch.zeros(64, 64)
+    face[16:48, 16:48] = 1
+    out = mask_motion_pixels(pixels, face, 0.25, torch.Generator().manual_seed(1))
+    changed = (out != pixels).any(dim=1)  # (k, H, W)
+    assert torch.equal(changed[0], changed[1])  # one pattern for every frame and channel
+    assert not changed[:, 16:48, 16:48].any()  # the face is kept
+    outside = ~(face > 0)
+    share = changed[0][outside].float().mean().item()
+    assert 0.2 < share < 0.3  # about mask_rate of the rest
+    assert torch.all(out[:, :, changed[0]] == 0.5)  # Hallo's 0 in -1..1 pixels
+    assert torch.equal(mask_motion_pixels(pixels, face, 0.25, torch.Generator().manual_seed(1)), out)
+    with pytest.raises(ValueError, match="face mask is"):
+        mask_motion_pixels(pixels, torch.zeros(8, 8), 0.25)
+    with pytest.raises(ValueError, match="rate must be in"):
+        mask_motion_pixels(pixels, face, 1.5)
