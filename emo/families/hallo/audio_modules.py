@@ -61,7 +61,8 @@ class RegionAudioBlock(nn.Module):
         terms = []
         shared = self.attn2_0(n2, encoder_hidden_states=tokens) if self.shared_attention else None
         for k, region in enumerate(REGIONS):
-            attended = shared if self.shared_attention else getattr(self, f"attn2_{k}")(n2, encoder_hidden_states=tokens)
+            attended = (shared if self.shared_attention
+                        else getattr(self, f"attn2_{k}")(n2, encoder_hidden_states=tokens))
             h = attended * masks[k][:, :, None]
             n, hw, c = h.shape
             h = h.transpose(1, 2).reshape(n, c, height, width)

@@ -162,3 +162,17 @@ def mask_motion_pixels(pixels: torch.Tensor, face_mask: torch.Tensor, rate: floa
     draws = torch.rand(h, w, generator=generator, device=generator.device if generator is not None else "cpu")
     keep = (draws > rate).to(pixels.device) | (face_mask.to(pixels.device) > 0)
     return torch.where(keep, pixels, torch.full_like(pixels, 0.5))
+
+
+def lineage_audio_features(options, wav2vec2_model, waveform: torch.Tensor, sample_rate: int, fps: int = HALLO_FPS,
+                           *, clip_length: int = HALLO_CLIP_LENGTH, normalize: bool = True,
+                           progress: Optional[Callable[[int, int], None]] = None) -> HalloAudio:
+    """The audio features a Hallo-lineage model runs on, by its `HalloOptions`: Hallo2's pieces
+    when `audio_segment_seconds` > 0, else Hallo's one call (Hallo, JoyHallo). `normalize`: the
+    speech encoder's feature-extractor `do_normalize` (preprocessor_config.json)."""
+    if options.audio_segment_seconds > 0:
+        return hallo2_audio_features(wav2vec2_model, waveform, sample_rate, fps, clip_length=clip_length,
+                                     segment_seconds=options.audio_segment_seconds, normalize=normalize,
+                                     progress=progress)
+    return hallo_audio_features(wav2vec2_model, waveform, sample_rate, fps, clip_length=clip_length,
+                                normalize=normalize, progress=progress)

@@ -54,7 +54,8 @@ VARIANTS: dict[str, HalloVariant] = {
     "hallo": HalloVariant("hallo", "Hallo", "fudan-generative-vision/hallo", "hallo/net.pth",
                           "wav2vec/wav2vec2-base-960h"),
     "hallo2": HalloVariant("hallo2", "Hallo2", "fudan-generative-vision/hallo2", "hallo2/net.pth",
-                           "wav2vec/wav2vec2-base-960h", options={"audio_segment_seconds": 60.0, "motion_mask_rate": 0.25}),
+                           "wav2vec/wav2vec2-base-960h",
+                           options={"audio_segment_seconds": 60.0, "motion_mask_rate": 0.25}),
     "joyhallo": HalloVariant("joyhallo", "JoyHallo", "jdh-algo/JoyHallo", "joyhallo/net.pth",
                              "chinese-wav2vec2-base", options={"shared_audio_attention": True}),
 }

@@ -24,7 +24,8 @@ class HalloOptions:
     shared_audio_attention: JoyHallo's audio modules have one cross-attention shared by the three
     regions (its `net.pth` has `attn2_0` only), Hallo's and Hallo2's three;
     audio_segment_seconds: Hallo2 encodes long audio in pieces of this many seconds (60), each
-    through wav2vec2 on its own (`hallo2.hallo2_audio_features`); 0: the whole clip at once;
+    through wav2vec2 on its own (`hallo2.hallo2_audio_features`, chosen by
+    `hallo2.lineage_audio_features`); 0: the whole clip at once;
     motion_mask_rate: Hallo2 sets this share of the motion frames' pixels outside the face to
     grey before encoding them (0.25; `hallo2.mask_motion_pixels`); 0: no masking.
     """

@@ -109,7 +109,8 @@ def test_hallo_lineage_configs_name_their_release():
     assert [o.motion_mask_rate for o in options.values()] == [0.0, 0.25, 0.0]
     for config in names.values():  # the three run at Hallo's numbers
         d = config.defaults
-        assert (d.size, d.fps, d.frames_per_clip, d.motion_frames, d.steps, d.guidance_scale) == (512, 25.0, 16, 2, 40, 3.5)
+        numbers = (d.size, d.fps, d.frames_per_clip, d.motion_frames, d.steps, d.guidance_scale)
+        assert numbers == (512, 25.0, 16, 2, 40, 3.5)
         assert d.first_motion_frames == "reference" and config.family == "hallo"
     with pytest.raises(ValueError, match="variant must be one of"):
         HalloOptions(variant="hallo3")

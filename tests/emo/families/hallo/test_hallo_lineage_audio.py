@@ -94,3 +94,17 @@ def test_joyhallo_audio_matches_joyhallo(joyhallo):
                                   clip_length=run["clip_length"], normalize=run["normalize"])
     assert result.num_frames == run["audio_length"]
     _close(result.features, t["output.audio_emb"], 1e-5)
+
+
+def test_hallo_lineage_audio_follows_the_options(hallo2):
+    from emo.families.hallo.hallo2 import lineage_audio_features
+    from emo.families.hallo.options import HalloOptions
+
+    run = hallo2["run"]
+    args = (hallo2["model"], hallo2["waveform"], run["file_sample_rate"], run["fps"])
+    kwargs = dict(clip_length=run["clip_length"], normalize=run["normalize"])
+    pieces = lineage_audio_features(HalloOptions(variant="hallo2", audio_segment_seconds=run["segment_seconds"]),
+                                    *args, **kwargs)
+    _close(pieces.features, hallo2["t"]["output.audio_emb"], 1e-5)
+    whole = lineage_audio_features(HalloOptions(), *args, **kwargs)
+    assert torch.equal(whole.features, hallo_audio_features(*args, **kwargs).features)
