@@ -102,7 +102,8 @@ def hallo_config(unet: Mapping, unet_additional_kwargs: Mapping, *, face_locator
         raise ValueError(
             f"Hallo conversion: the audio projection reads {audioproj['blocks']} layers x "
             f"{audioproj['channels']} channels of wav2vec2 features but the wav2vec2 config gives "
-            f"{geometry[0]} x {geometry[1]}; use the wav2vec2 model Hallo was trained with."
+            f"{geometry[0]} x {geometry[1]}; use the wav2vec2 model {release.title} was trained with "
+            f"(pretrained_models/{release.wav2vec2_path})."
         )
     return EMOConfig(
         unet=UNetConfig(
