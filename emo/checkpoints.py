@@ -130,4 +130,6 @@ def describe(path: str | os.PathLike) -> dict:
     metadata = read_metadata(path)
     config = json.loads(metadata["emo_config"])
     return {"name": config.get("name"), "description": metadata.get("description", ""),
-            "defaults": config.get("defaults", {})}
+            "defaults": config.get("defaults", {}), "family": config.get("family", "emo"),
+            # Families with several releases (Hallo: hallo, hallo2, joyhallo) name theirs here.
+            "variant": (config.get("family_options") or {}).get("variant")}

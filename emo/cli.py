@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -72,10 +73,18 @@ def cmd_new_checkpoint(args) -> None:
 
 
 def cmd_info(args) -> None:
-    info = describe(args.checkpoint)
+    if Path(args.checkpoint).suffix.lower() in (".pth", ".pt", ".ckpt", ".bin"):
+        # A released Hallo / Hallo2 / JoyHallo net.pth, before conversion.
+        from .families.hallo.lineage import describe_net_file
+
+        info = describe_net_file(args.checkpoint)
+    else:
+        info = describe(args.checkpoint)
     print(f"{args.checkpoint}: {info['name']}")
     if info["description"]:
         print(f"  {info['description']}")
+    if info.get("family"):
+        print(f"  family: {info['family']}" + (f" (variant {info['variant']})" if info.get("variant") else ""))
     print("  defaults: " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()))
 
 

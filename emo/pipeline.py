@@ -387,6 +387,10 @@ class EMOPipeline:
             return
 
         motion_latents = family.first_motion_latents(model.config, ref_latent, n)
+        if n > 0 and model.config.defaults.first_motion_frames == "reference":
+            masked = family.motion_pixels(model.config, pixels.repeat(n, 1, 1, 1), mask, generator)
+            if masked is not None:  # copies of the reference, changed before encoding (Hallo2)
+                motion_latents = self.encode_reference(masked)[None].to(dtype)
         if motion_images is not None and n > 0:
             # Only the last n frames are used: resize and encode just those.
             recent_images = motion_images[-n:] if motion_images.ndim == 4 else motion_images
@@ -421,7 +425,9 @@ class EMOPipeline:
                 # The next clip's motion frames: the last n frames generated so far (f may be < n),
                 # as VAE latents of their pixels (see GenerationSettings.motion_from_pixels).
                 if s.motion_from_pixels:
-                    recent = self.encode_reference(_last(frames, min(n, f), 0).permute(0, 3, 1, 2))[None].to(dtype)
+                    recent_pixels = _last(frames, min(n, f), 0).permute(0, 3, 1, 2)
+                    masked = family.motion_pixels(model.config, recent_pixels, mask, generator)
+                    recent = self.encode_reference(recent_pixels if masked is None else masked)[None].to(dtype)
                 else:
                     recent = latents.permute(0, 2, 1, 3, 4).to(dtype)  # (1, f, 4, h, w)
                 motion_latents = _last(torch.cat([motion_latents, recent], dim=1), n, dim=1)

@@ -25,6 +25,8 @@ from emo.pipeline import EMOPipeline
 from emo.weights.assemble import assemble
 from emo.families.hallo.convert import convert_hallo_file
 from emo.families.echomimic import convert as echomimic_convert
+from emo.families.hallo.lineage import variant as hallo_variant
+from emo.families.hallo.options import HalloOptions
 
 from . import comfy_services as services
 
@@ -309,8 +311,10 @@ def load_hallo(net_name: str, vae_name: str, wav2vec2_name: str, precision: str 
         raise FileNotFoundError(f"{HALLO_NODE}: {error}") from error
     except ValueError as error:
         raise ValueError(f"{HALLO_NODE}: {error}") from error
-    info = {"mode": "hallo", "sources": {"net": str(net), "vae": str(vae), "wav2vec2": str(wav2vec2)}}
-    return _on_device(HALLO_NODE, model, f"Hallo {net.name}", dtype, device, info)
+    release = hallo_variant(HalloOptions.from_dict(model.config.family_options).variant)  # Hallo, Hallo2, JoyHallo
+    info = {"mode": "hallo", "variant": release.name,
+            "sources": {"net": str(net), "vae": str(vae), "wav2vec2": str(wav2vec2)}}
+    return _on_device(HALLO_NODE, model, f"{release.title} {net.name}", dtype, device, info)
 
 
 class EMOHalloLoader:

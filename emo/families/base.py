@@ -133,6 +133,13 @@ class ModelFamily:
             return ref_latent[:, None].repeat(1, n, 1, 1, 1)
         return ref_latent.new_zeros(1, n, *ref_latent.shape[1:])
 
+    def motion_pixels(self, config: "EMOConfig", pixels: torch.Tensor, mask: torch.Tensor,
+                      generator: torch.Generator) -> torch.Tensor | None:
+        """What the motion frames' pixels (k, 3, H, W) in 0..1 become before the VAE encodes them
+        (mask: the (H, W) face region), or None to encode them unchanged (the default; Hallo2
+        masks them at random outside the face)."""
+        return None
+
     def video_conditioning(self, model: "EMOModel", *, mask: torch.Tensor, face_embedding,
                            motion_frames: int, region_scales, use_cfg: bool,
                            latent_hw: tuple[int, int] | None = None) -> VideoConditioning:

@@ -39,15 +39,22 @@ def cmd_convert(args) -> None:
         raise ValueError("--acc is for --from echomimic (EchoMimic's accelerated weights)")
     missing = [option for option, value in (("--vae", args.vae), ("--wav2vec", args.wav2vec)) if value is None]
     if missing:
-        raise ValueError(f"--from hallo needs {' and '.join(missing)}: Hallo's net.pth holds neither the VAE "
-                         "(sd-vae-ft-mse) nor wav2vec2-base-960h")
+        raise ValueError(f"--from {args.source} needs {' and '.join(missing)}: a Hallo-lineage net.pth holds "
+                         "neither the VAE (sd-vae-ft-mse) nor its wav2vec2 (wav2vec2-base-960h; JoyHallo: "
+                         "chinese-wav2vec2-base)")
     out = output_path(args.out, (".safetensors",))
     dtype = None if args.precision == "fp32" else args.precision
-    model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec, dtype=dtype)
+    from ..families.hallo.lineage import variant as hallo_variant
+    from ..families.hallo.options import HalloOptions
+
+    # --from hallo: the release is detected (JoyHallo from its keys, Hallo2 from its folder).
+    model = convert_hallo_file(args.input, vae=args.vae, wav2vec2=args.wav2vec, dtype=dtype,
+                               variant=None if args.source == "hallo" else args.source)
+    release = hallo_variant(HalloOptions.from_dict(model.config.family_options).variant)
     path = save_checkpoint(model, out, description=(
-        f"Hallo (fudan-generative-vision/hallo, MIT) converted from {Path(args.input).name}, VAE "
+        f"{release.title} ({release.repo}, MIT) converted from {Path(args.input).name}, VAE "
         f"{Path(args.vae).name}, wav2vec2 {Path(args.wav2vec).name}; runs in Hallo mode"))
-    print(f"wrote {path} (Hallo mode: 16-frame clips, 2 motion frames, zero-SNR v-prediction DDIM)")
+    print(f"wrote {path} ({release.title}, Hallo mode: 16-frame clips, 2 motion frames, zero-SNR v-prediction DDIM)")
 
 
 def convert_echomimic(args) -> None:
@@ -79,15 +86,19 @@ def convert_echomimic(args) -> None:
 def add_commands(subparsers) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert another project's released weights into an EMO checkpoint",
-        description="Convert Hallo's net.pth (plus the SD1.5 VAE and wav2vec2-base-960h it was "
+        description="Convert a Hallo, Hallo2 or JoyHallo net.pth (plus the SD1.5 VAE and the wav2vec2 it was "
                     "trained with) into one EMO checkpoint that runs in Hallo mode, or EchoMimic's "
                     "pretrained_weights folder (V1, or acc with --acc) into one that runs as EchoMimic.")
-    convert.add_argument("--from", dest="source", required=True, choices=("hallo", "echomimic"),
-                         help="source project")
+    convert.add_argument("--from", dest="source", required=True, choices=("hallo", "hallo2", "joyhallo", "echomimic"),
+                         help="source project; 'hallo' detects the release (Hallo, Hallo2 in a hallo2 folder, "
+                              "JoyHallo from its keys)")
     convert.add_argument("--in", dest="input", required=True,
-                         help="hallo: pretrained_models/hallo/net.pth; echomimic: the pretrained_weights folder")
+                         help="hallo: pretrained_models/hallo/net.pth (hallo2/net.pth, joyhallo/net.pth); "
+                              "echomimic: the pretrained_weights folder")
     convert.add_argument("--vae", default=None, help="hallo: sd-vae-ft-mse (file or diffusers folder)")
-    convert.add_argument("--wav2vec", default=None, help="hallo: wav2vec2-base-960h (HF folder or one file)")
+    convert.add_argument("--wav2vec", default=None,
+                         help="hallo: wav2vec2-base-960h (Hallo, Hallo2) or chinese-wav2vec2-base (JoyHallo): HF "
+                              "folder or one file")
     convert.add_argument("--acc", action="store_true",
                          help="echomimic: the accelerated weights (denoising_unet_acc.pth: 6 steps, cfg 1.0)")
     convert.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")

@@ -196,7 +196,9 @@ def test_hallo_loader_errors_name_the_node(hallo):
         load_hallo("not-hallo.safetensors", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", config=hallo.config)
     with pytest.raises(ValueError, match="^EMO Load Hallo: unknown precision 'int8'"):
         load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "int8")
-    # The node itself converts with Hallo's released architecture: the small net.pth does not fit it.
-    with pytest.raises(ValueError, match=r"^EMO Load Hallo: Hallo conversion: the weights do not fit the configured "
-                                         r"model .*hallo_sd15_config\(\)"):
+    # The node itself converts with Hallo's released architecture (its wav2vec2 config from the
+    # given folder): the small wav2vec2 and net.pth do not fit it.
+    with pytest.raises(ValueError, match=r"^EMO Load Hallo: Hallo conversion: the audio projection reads 12 layers "
+                                         r"x 768 .* gives 3 x 16; use the wav2vec2 model Hallo was trained with "
+                                         r"\(pretrained_models/wav2vec/wav2vec2-base-960h\)"):
         EMOHalloLoader().load("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "fp16")

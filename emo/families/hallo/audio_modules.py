@@ -6,6 +6,9 @@ self-attention, then three cross-attentions to the frame's audio tokens whose ou
 multiplied by the region masks (pose = background, face, lip) at this resolution, passed through
 a 1x1 conv each, weighted by (pose, face, lip) scales and added; then a feed-forward. Parameter
 names follow Hallo's `net.pth` so its weights load unchanged.
+
+JoyHallo (jdh-algo/JoyHallo) keeps the three masks and 1x1 convs but computes the cross-attention
+once (`attn2_0`, shared by the regions; its file has no `attn2_1`/`attn2_2`): `shared_attention`.
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ class RegionAudioInputs:
 class RegionAudioBlock(nn.Module):
     ZERO_INIT = tuple(f"zero_conv_{r}" for r in REGIONS)  # zero-initialised, as in Hallo
 
-    def __init__(self, dim: int, heads: int, audio_dim: int):
+    def __init__(self, dim: int, heads: int, audio_dim: int, shared_attention: bool = False):
         super().__init__()
+        self.shared_attention = shared_attention
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = Attention(query_dim=dim, heads=heads, dim_head=dim // heads)
         self.norm2 = nn.LayerNorm(dim)
-        for k in range(len(REGIONS)):
+        for k in range(1 if shared_attention else len(REGIONS)):
             setattr(self, f"attn2_{k}", Attention(query_dim=dim, cross_attention_dim=audio_dim,
                                                   heads=heads, dim_head=dim // heads))
         for region in REGIONS:
@@ -55,8 +59,11 @@ class RegionAudioBlock(nn.Module):
         x = self.attn1(self.norm1(x)) + x
         n2 = self.norm2(x)
         terms = []
+        shared = self.attn2_0(n2, encoder_hidden_states=tokens) if self.shared_attention else None
         for k, region in enumerate(REGIONS):
-            h = getattr(self, f"attn2_{k}")(n2, encoder_hidden_states=tokens) * masks[k][:, :, None]
+            attended = (shared if self.shared_attention
+                        else getattr(self, f"attn2_{k}")(n2, encoder_hidden_states=tokens))
+            h = attended * masks[k][:, :, None]
             n, hw, c = h.shape
             h = h.transpose(1, 2).reshape(n, c, height, width)
             h = getattr(self, f"zero_conv_{region}")(h).reshape(n, c, hw).transpose(1, 2)
@@ -68,11 +75,12 @@ class RegionAudioBlock(nn.Module):
 class RegionAudioModule(nn.Module):
     """GroupNorm -> 1x1 proj_in (to `inner` width) -> RegionAudioBlock -> proj_out -> + input."""
 
-    def __init__(self, channels: int, inner: int, heads: int, audio_dim: int, groups: int):
+    def __init__(self, channels: int, inner: int, heads: int, audio_dim: int, groups: int,
+                 shared_attention: bool = False):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, inner, kernel_size=1)
-        self.transformer_blocks = nn.ModuleList([RegionAudioBlock(inner, heads, audio_dim)])
+        self.transformer_blocks = nn.ModuleList([RegionAudioBlock(inner, heads, audio_dim, shared_attention)])
         self.proj_out = nn.Conv2d(inner, channels, kernel_size=1)
 
     def forward(self, hidden: torch.Tensor, inputs: RegionAudioInputs, level: int,
@@ -92,11 +100,14 @@ class RegionAudioModule(nn.Module):
         return self.proj_out(x) + hidden
 
 
-def region_audio_module(cfg: UNetConfig, site: SiteGeometry, audio_dim: int) -> RegionAudioModule:
+def region_audio_module(cfg: UNetConfig, site: SiteGeometry, audio_dim: int,
+                        shared_attention: bool = False) -> RegionAudioModule:
     """Hallo's module at a backbone site. Hallo builds it with an inner width of
     heads * (w // heads) for a w that is not always the site's own width (Q7 of the parity
     fixtures): on the down path the layer's input width, on the up path the width of the
-    level's last skip, in the middle the site's width."""
+    level's last skip, in the middle the site's width. `shared_attention`: JoyHallo's one
+    cross-attention for the three regions."""
     heads = cfg.heads_at(site.level)
     width = {"down": site.in_channels, "up": site.skip_channels, "mid": site.channels}[site.path]
-    return RegionAudioModule(site.channels, heads * (width // heads), heads, audio_dim, cfg.norm_num_groups)
+    return RegionAudioModule(site.channels, heads * (width // heads), heads, audio_dim, cfg.norm_num_groups,
+                             shared_attention)

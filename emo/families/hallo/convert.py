@@ -41,6 +41,7 @@ from ...weights.assemble import initialise_new_layers
 from ...weights.components import load_components
 from ...weights.files import open_weights
 from ...weights.layout import put
+from .lineage import check_variant_keys, detect_variant, variant as lineage_variant
 from .options import HalloOptions
 
 logger = logging.getLogger(__name__)
@@ -75,14 +76,16 @@ HALLO_DEFAULTS = dict(size=512, fps=25.0, frames_per_clip=16, motion_frames=2, s
 
 def hallo_config(unet: Mapping, unet_additional_kwargs: Mapping, *, face_locator: Mapping,
                  imageproj: Mapping, audioproj: Mapping, wav2vec2: Mapping, vae: Mapping,
-                 scheduler: Mapping | None = None, name: str = "hallo") -> EMOConfig:
-    """An EMOConfig for a Hallo model described by its constructor arguments.
+                 scheduler: Mapping | None = None, name: str = "hallo", variant: str = "hallo") -> EMOConfig:
+    """An EMOConfig for a Hallo-lineage model described by its constructor arguments.
 
     unet: the diffusers UNet config (`attention_head_dim` = heads, as in SD1.5);
     unet_additional_kwargs: Hallo's (motion_module_kwargs, audio_attention_dim, ...);
     face_locator / imageproj / audioproj: the kwargs of Hallo's FaceLocator, ImageProjModel and
-    AudioProjModel.
+    AudioProjModel; variant: "hallo", "hallo2" or "joyhallo" (`lineage.VARIANTS`: JoyHallo's
+    shared audio attention, Hallo2's audio segments, their defaults).
     """
+    release = lineage_variant(variant)
     extra = unet_additional_kwargs
     motion = extra.get("motion_module_kwargs", {})
     if not extra.get("use_motion_module", True) or not extra.get("use_audio_module", True):
@@ -99,7 +102,8 @@ def hallo_config(unet: Mapping, unet_additional_kwargs: Mapping, *, face_locator
         raise ValueError(
             f"Hallo conversion: the audio projection reads {audioproj['blocks']} layers x "
             f"{audioproj['channels']} channels of wav2vec2 features but the wav2vec2 config gives "
-            f"{geometry[0]} x {geometry[1]}; use the wav2vec2 model Hallo was trained with."
+            f"{geometry[0]} x {geometry[1]}; use the wav2vec2 model {release.title} was trained with "
+            f"(pretrained_models/{release.wav2vec2_path})."
         )
     return EMOConfig(
         unet=UNetConfig(
@@ -124,17 +128,20 @@ def hallo_config(unet: Mapping, unet_additional_kwargs: Mapping, *, face_locator
         vae=dict(vae),
         scheduler=dict(scheduler or HALLO_SCHEDULER),
         speed=None,
-        defaults=InferenceDefaults(**HALLO_DEFAULTS),
+        defaults=InferenceDefaults(**{**HALLO_DEFAULTS, **release.defaults}),
         name=name,
         family="hallo",
         family_options=HalloOptions(face_embedding_dim=imageproj["clip_embeddings_dim"],
                                     face_tokens=imageproj["clip_extra_context_tokens"],
-                                    audio_attention_dim=extra["audio_attention_dim"]).to_dict(),
+                                    audio_attention_dim=extra["audio_attention_dim"],
+                                    variant=variant, **release.options).to_dict(),
     )
 
 
-def hallo_sd15_config() -> EMOConfig:
-    """The configuration of Hallo's released `net.pth` (SD1.5, wav2vec2-base, 768-wide audio)."""
+def hallo_sd15_config(variant: str = "hallo", wav2vec2: Mapping | None = None) -> EMOConfig:
+    """The configuration of a released Hallo / Hallo2 / JoyHallo `net.pth` (SD1.5, a 12-layer
+    768-wide wav2vec2, 768-wide audio). wav2vec2: the speech encoder's config (a transformers
+    Wav2Vec2Config's fields, e.g. read from the user's folder; default wav2vec2-base-960h's)."""
     base = EMOConfig.preset("sd15")
     unet = {
         "block_out_channels": [320, 640, 1280, 1280],
@@ -151,7 +158,8 @@ def hallo_sd15_config() -> EMOConfig:
         imageproj={"clip_embeddings_dim": 512, "clip_extra_context_tokens": 4},
         audioproj={"seq_len": 5, "blocks": 12, "channels": 768, "intermediate_dim": 512,
                    "output_dim": 768, "context_tokens": 32},
-        wav2vec2=base.audio.wav2vec2, vae=base.vae, name="hallo-sd15",
+        wav2vec2={**base.audio.wav2vec2, **(wav2vec2 or {})}, vae=base.vae, name=f"{variant}-sd15",
+        variant=variant,
     )
 
 
@@ -222,8 +230,47 @@ def build_hallo_model(state: Mapping[str, torch.Tensor], config: EMOConfig, *, v
 
 
 def convert_hallo_file(net: str, *, vae, wav2vec2, config: EMOConfig | None = None, seed: int = 0,
-                       dtype: torch.dtype | str | None = None):
-    """Read Hallo's `net.pth` (a pickle, loaded with weights_only=True) and build the model."""
+                       dtype: torch.dtype | str | None = None, variant: str | None = None):
+    """Read a Hallo / Hallo2 / JoyHallo `net.pth` (a pickle, loaded with weights_only=True) and
+    build the model. Without `config`, the released architecture of `variant` (None: detected,
+    `lineage.detect_variant`), with the speech encoder's config from the `wav2vec2` folder when it
+    has a config.json (JoyHallo's chinese-wav2vec2-base)."""
     weights = open_weights(net, "Hallo net.pth")
-    return build_hallo_model({k: weights[k] for k in weights}, config or hallo_sd15_config(),
-                             vae=vae, wav2vec2=wav2vec2, seed=seed, dtype=dtype)
+    keys = list(weights)
+    if config is None:
+        variant = variant or detect_variant(keys, net)
+        config = hallo_sd15_config(variant, wav2vec2_folder_config(wav2vec2))
+    else:
+        variant = variant or HalloOptions.from_dict(config.family_options).variant
+    check_variant_keys(variant, keys)
+    logger.info("Hallo conversion: %s as %s", net, lineage_variant(variant).title)
+    return build_hallo_model({k: weights[k] for k in keys}, config, vae=vae, wav2vec2=wav2vec2, seed=seed,
+                             dtype=dtype)
+
+
+# The fields of a transformers Wav2Vec2Config that shape the encoder or change what it computes.
+_WAV2VEC2_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
+                    "conv_stride", "conv_kernel", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
+                    "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "layer_norm_eps", "hidden_act",
+                    "feat_extract_activation")
+
+
+def wav2vec2_folder_config(source) -> dict | None:
+    """The architecture fields of a Hugging Face wav2vec2 folder's config.json, or None when
+    `source` is not such a folder (a single weights file: the default config is kept)."""
+    import json
+    import os
+    from pathlib import Path
+
+    if not isinstance(source, (str, os.PathLike)) or not (Path(source) / "config.json").is_file():
+        return None
+    path = Path(source) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not readable JSON ({error}); give the speech encoder's Hugging Face "
+                         "folder as downloaded (config.json + weights).") from error
+    if data.get("model_type") != "wav2vec2":
+        raise ValueError(f"{path} describes a {data.get('model_type')!r} model, not wav2vec2; Hallo and Hallo2 "
+                         "use wav2vec2-base-960h, JoyHallo chinese-wav2vec2-base.")
+    return {k: data[k] for k in _WAV2VEC2_FIELDS if k in data}

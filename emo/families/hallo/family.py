@@ -27,6 +27,7 @@ from ...models.unet import BackboneOptions, ReferenceOptions, SitePlan
 from ..base import ModelFamily, VideoConditioning
 from .audio_modules import RegionAudioInputs, region_audio_module
 from .face_projection import FaceEmbeddingProjection
+from .hallo2 import mask_motion_pixels
 from .options import HalloOptions
 from .regions import per_level, region_masks
 
@@ -58,7 +59,8 @@ class HalloFamily(ModelFamily):
         options = self.options(config)
         return BackboneOptions(
             site_plan=SITE_PLANS[options.inference_path], tile_reference_items=True,
-            audio_module=lambda cfg, site: region_audio_module(cfg, site, options.audio_attention_dim))
+            audio_module=lambda cfg, site: region_audio_module(cfg, site, options.audio_attention_dim,
+                                                               options.shared_audio_attention))
 
     def audio_token_dim(self, config) -> int:
         return self.options(config).audio_attention_dim
@@ -67,6 +69,10 @@ class HalloFamily(ModelFamily):
         options = self.options(config)
         return {"face_projection": FaceEmbeddingProjection(options.face_embedding_dim, options.face_tokens,
                                                            config.unet.cross_attention_dim)}
+
+    def motion_pixels(self, config, pixels, mask, generator):
+        rate = self.options(config).motion_mask_rate  # Hallo2: 0.25
+        return mask_motion_pixels(pixels, mask, rate, generator) if rate > 0 else None
 
     def check_face_embedding(self, face_embedding) -> None:
         return None  # checked against the model's width in video_conditioning

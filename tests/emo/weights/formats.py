@@ -176,7 +176,8 @@ def save_safetensors(state: dict, path: Path) -> Path:
 
 
 def read_hallo_fixture(path: Path) -> dict:
-    """A Hallo parity fixture (shared/fixtures/hallo_parity/NAME.safetensors + NAME.json):
+    """A Hallo-lineage parity fixture (shared/fixtures/hallo_parity/NAME.safetensors + NAME.json;
+    Hallo2's and JoyHallo's in tests/fixtures/{hallo2,joyhallo}_parity, their JSON's "variant"):
     {"meta": its JSON, "t": every tensor, "weights": Hallo's net.pth state (the five networks),
     "config": the EMOConfig of its small Hallo model}. The fixtures carry no VAE or wav2vec2;
     the config has the tiny preset's VAE and a tiny wav2vec2 of the geometry the audio
@@ -199,6 +200,6 @@ def read_hallo_fixture(path: Path) -> dict:
         modules["denoising_unet"]["from_config"], modules["denoising_unet"]["unet_additional_kwargs"],
         face_locator=modules["face_locator"]["kwargs"], imageproj=modules["imageproj"]["kwargs"],
         audioproj=audioproj, wav2vec2=wav2vec2, vae=tiny.vae,
-        scheduler=meta["scheduler"]["kwargs"], name=path.stem,
+        scheduler=meta["scheduler"]["kwargs"], name=path.stem, variant=meta.get("variant", "hallo"),
     )
     return {"meta": meta, "t": tensors, "weights": weights, "config": config}
