@@ -21,6 +21,7 @@ done, so a caller can stream them to a file; `__call__` collects them.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
 import math
@@ -216,6 +217,11 @@ class EMOPipeline:
         runs (ReferenceNet, backbone, VAE, wav2vec2 in turn), so peak GPU memory is that of
         the largest one, at the cost of the transfers."""
         dtype = parse_dtype(dtype)
+        if dtype is not None and dtype != model.dtype:
+            # The pipeline casts a copy: the caller's model keeps its dtype (casting it in place
+            # changed a model the caller still held). Peak memory is both copies for a moment;
+            # load in the wanted dtype (load_checkpoint(..., dtype=...)) to avoid it.
+            model = copy.deepcopy(model).to(dtype=dtype)
         self.offload = offload
         if offload:
             self._device = torch.device(device) if device is not None else model.device

@@ -11,6 +11,8 @@ from torch import nn
 from emo.config import SpeedConfig
 from emo.models import temporal
 from emo.models.speed import SpeedEncoder, bucket_encode
+from emo.model import EMOModel
+from emo.pipeline import EMOPipeline
 from tests.emo.test_models import _run
 
 
@@ -126,3 +128,11 @@ def test_buckets_follow_the_device_and_survive_meta_and_to_empty():
     encoder.reset_buffers()
     assert encoder.bucket_centers.device.type == "cpu"
     assert encoder.bucket_centers.tolist() == list(torch.tensor(BUCKETS.bucket_centers).tolist())
+
+
+def test_a_pipeline_dtype_leaves_the_callers_model_as_it_was():
+    model = EMOModel.from_preset("tiny", seed=0)
+    pipe = EMOPipeline(model, dtype=torch.bfloat16)
+    assert pipe.dtype == torch.bfloat16 and pipe.model is not model
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert EMOPipeline(model, dtype=torch.float32).model is model  # no copy when nothing changes
