@@ -81,7 +81,6 @@ def add_commands(commands) -> None:
     synth.add_argument("--speed-range", type=float, nargs=2, default=(0.0, 1.4), metavar=("LOW", "HIGH"),
                        help="each video's head speed (its mean rotation, degrees per frame) is drawn from "
                             "this range (default 0 1.4)")
-    synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=cmd_synth)
 
     ev = commands.add_parser("evaluate", help="measure lip sync, identity, speed control and seams of a checkpoint "
@@ -100,6 +99,6 @@ def add_commands(commands) -> None:
     ev.add_argument("--fid-weights", default=None, help="path of inception-2015-12-05.pt (TorchScript) for FID")
     ev.add_argument("--fvd-weights", default=None, help="path of i3d_torchscript.pt (TorchScript) for FVD")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    ev.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    ev.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    ev.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                    help="number format; auto = fp32 on the CPU, bf16 (else fp16) on a GPU")
     ev.set_defaults(run=cmd_evaluate)

@@ -123,7 +123,6 @@ def add_commands(commands) -> None:
                            "boxes and speeds are otherwise read from the .json beside each video")
     prep.add_argument("--device", default="cpu", help="device for wav2vec2 and the VAE (cpu, cuda, cuda:1)")
     prep.add_argument("--retry-skipped", action="store_true", help="try again the videos skipped by earlier runs")
-    prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     prep.set_defaults(run=cmd_prepare)
 
     train = commands.add_parser("train", help="train a stage of EMO (configs/train/*.yaml); "
@@ -131,5 +130,4 @@ def add_commands(commands) -> None:
     train.add_argument("--config", required=True, help="training config YAML (configs/train/stage1.yaml, ...)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set max_steps=100 --set data.root=data/hdtf (repeatable)")
-    train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)

@@ -51,7 +51,8 @@ def add_commands(subparsers) -> None:
     convert.add_argument("--vae", required=True, help="sd-vae-ft-mse (file or diffusers folder)")
     convert.add_argument("--wav2vec", required=True, help="wav2vec2-base-960h (HF folder or one file)")
     convert.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")
-    convert.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"))
+    convert.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"),
+                         help="number format of the written weights")
     convert.set_defaults(run=cmd_convert)
 
     parser = subparsers.add_parser(
