@@ -203,11 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return subparsers.choices[command]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 1 failed, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the command's parser: `emo generate: error: unrecognized arguments: ...`
+            command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as done:  # --help (0) or a usage error (2), already printed
         return done.code if isinstance(done.code, int) else 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -239,3 +246,8 @@ def main(argv: list[str] | None = None) -> int:
               "and please report it)", file=sys.stderr)
         return 1
     return 0 if status is None else int(status)
+
+
+def run() -> None:
+    """The installed `emo` command (pyproject [project.scripts]) and `python -m emo`."""
+    sys.exit(main())

@@ -35,6 +35,7 @@ from ..schedulers import SCHEDULERS
 from ..speed_from_audio import speed_from_audio
 from ..video import VIDEO_FORMATS, format_for_suffix, write_video
 from .devices import DEVICE_HELP, MAX_DEFAULT_THREADS, THREADS_HELP, pick_dtype
+from .options import FPS, GUIDANCE, SEED, SIZE, SPEED, STEPS, THREADS, OptionValue
 from .output import output_path
 from .reference import prepare_portrait
 
@@ -189,6 +190,10 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
                                   region_scales=None if weights == (None,) * 3 else
                                   tuple(1.0 if w is None else w for w in weights))
     face_embedding = load_face_embedding(job.face_embedding) if job.face_embedding else None
+    try:  # before the work, not at the first clip
+        pipeline.model.family.check_face_embedding(face_embedding)
+    except ValueError as error:
+        raise ValueError(f"--face-embedding {Path(job.face_embedding).name}: {error}") from None
     resolved = settings.resolve(defaults)
     crop = {**portrait.info, "mask_from": job.mask}
     speed = job_speed(job, features)
@@ -308,62 +313,12 @@ def load_face_embedding(path) -> torch.Tensor:
     return tensor.float().flatten()
 
 
-# ---- option values, checked where they are parsed ----------------------------------------------
-class OptionValue:
-    """An argparse `type`: a whole number (`kind=int`) or a number (`float`) in a range. A bad
-    value raises argparse.ArgumentTypeError naming the value and what is allowed, so the command
-    line prints `emo generate: error: argument --fps: must be a number > 0, got '0'`. A batch
-    line's JSON value goes through the same check."""
-
-    def __init__(self, kind: type, *, above: float | None = None, at_least: float | None = None,
-                 at_most: float | None = None, multiple_of: int | None = None):
-        self.kind, self.above, self.at_least, self.at_most, self.multiple_of = kind, above, at_least, at_most, multiple_of
-        self.__name__ = kind.__name__  # argparse names a type by it
-
-    def describe(self) -> str:
-        words = ["a whole number" if self.kind is int else "a number"]
-        if self.multiple_of:
-            words = [f"a positive multiple of {self.multiple_of}"]
-        elif self.above is not None:
-            words.append(f"> {self.above:g}")
-        elif self.at_least is not None:
-            words.append(f">= {self.at_least:g}")
-        if self.at_most is not None:
-            words.append(f"and <= {self.at_most:g}" if len(words) > 1 else f"<= {self.at_most:g}")
-        return " ".join(words)
-
-    def __call__(self, value):
-        problem = f"must be {self.describe()}, got {value!r}"
-        if isinstance(value, bool):
-            raise argparse.ArgumentTypeError(problem)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(problem) from None
-        if not math.isfinite(number) or (self.kind is int and not number.is_integer()):
-            raise argparse.ArgumentTypeError(problem)
-        number = self.kind(number) if self.kind is float else int(number)
-        if ((self.above is not None and not number > self.above)
-                or (self.at_least is not None and number < self.at_least)
-                or (self.at_most is not None and number > self.at_most)
-                or (self.multiple_of and (number <= 0 or number % self.multiple_of))):
-            raise argparse.ArgumentTypeError(problem)
-        return number
-
-
-FPS = OptionValue(float, above=0, at_most=240)
-STEPS = OptionValue(int, at_least=1, at_most=1000)  # the noise schedules have 1000 training steps
-SIZE = OptionValue(int, multiple_of=8, at_most=4096)  # the VAE's latent grid is 8x smaller
-SPEED = OptionValue(float, at_least=0)
-GUIDANCE = OptionValue(float, at_least=0)
 FRAMES_PER_CLIP = OptionValue(int, at_least=1, at_most=1024)
 MOTION_FRAMES = OptionValue(int, at_least=0, at_most=1024)
 CRF = OptionValue(int, at_least=0, at_most=max(spec.crf_max for spec in VIDEO_FORMATS.values()))
 START = OptionValue(float, at_least=0)
 DURATION = OptionValue(float, above=0)
-SEED = OptionValue(int, at_least=0, at_most=2 ** 63 - 1)
 WEIGHT = OptionValue(float, at_least=0)
-THREADS = OptionValue(int, at_least=1, at_most=1024)
 MAX_SIZE = OptionValue(int, at_least=0, at_most=16384)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..runtime.options import SEED
+
 logger = logging.getLogger(__name__)
 
 
@@ -75,5 +77,5 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                         help="dtype of the written weights (fp32 for training)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the new layers' initialisation")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the new layers' initialisation")
     parser.set_defaults(run=cmd_assemble)
