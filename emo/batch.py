@@ -416,7 +416,25 @@ def _run_batch(args, processes: Processes) -> int:
     if not processes.is_main:
         return 0  # the main process's status is the run's: one failure report from the launcher
     print(_summary(tallies, skipped, len(pending)), flush=True)
+    if args.summary:
+        write_summary(args.summary, jobs, tallies, skipped=[job.line for job in jobs if job not in pending])
     return 1 if any(tally.failed for tally in tallies) else 0
+
+
+def write_summary(path, jobs: list[Job], tallies: list[Tally], skipped: list[int]) -> None:
+    """--summary: every line's outcome as JSON, {"done": [...], "skipped": [...], "failed":
+    {line: message}, "not_run": [...], "outputs": {line: path}}, written atomically (also when every
+    job failed)."""
+    from .runtime.output import atomic_output
+
+    done = sorted(line for tally in tallies for line in tally.done)
+    errors = {line: message for tally in tallies for line, message in tally.errors.items()}
+    finished = set(done) | set(errors) | set(skipped)
+    report = {"done": done, "skipped": sorted(skipped), "failed": {str(line): errors[line] for line in sorted(errors)},
+              "not_run": sorted(job.line for job in jobs if job.line not in finished),
+              "outputs": {str(job.line): str(job.out) for job in jobs}}
+    with atomic_output(path) as temp:
+        temp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def add_commands(commands) -> None:
@@ -429,6 +447,9 @@ def add_commands(commands) -> None:
     batch.add_argument("--overwrite", action="store_true", help="run jobs whose output exists too")
     batch.add_argument("--stop-on-error", action="store_true",
                        help="stop at the first failed job (default: report it and go on)")
+    batch.add_argument("--summary", default=None, metavar="FILE",
+                       help="also write each line's outcome (done, skipped, failed with its message, not run) to "
+                            "this JSON file, even when every job fails (default: the summary is printed only)")
     options = batch.add_argument_group("defaults for every job (a line's own value wins)")
     add_job_options(options)
     add_runtime_options(batch)
