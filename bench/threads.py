@@ -1,6 +1,7 @@
 """CPU threads: the demo job's wall time alone and beside a busy neighbour, before and after.
 
-    python bench/threads.py [--seconds 2] [--repeats 2] [--json out.json]
+    python bench/threads.py [--seconds 2] [--repeats 2] [--setups before after deterministic]
+                            [--conditions alone busy] [--json out.json]
 
 The job is `emo generate` on the bundled demo model, sample portrait (with its mask) and the
 first `--seconds` of the sample voice, each run in a fresh process. Two set-ups:
@@ -10,6 +11,9 @@ first `--seconds` of the sample voice, each run in a fresh process. Two set-ups:
   importing torch before emo.cli, so OpenMP starts without the OMP_WAIT_POLICY emo.cli sets.
 - after:  `emo generate` as shipped: threads from the CPUs this process may use (affinity and
   cgroup quota, at most 16) and OMP_WAIT_POLICY=PASSIVE (idle threads sleep).
+
+- deterministic: `emo generate --deterministic` (one CPU thread, a single-threaded encoder):
+  what byte-identical files cost.
 
 and two conditions: alone, and beside a busy neighbour (one CPU-bound process per usable CPU,
 like a build running `make -jN` on the same machine). Reported: the job's wall time and its
@@ -37,6 +41,7 @@ ASSETS = REPO / "emo" / "assets"
 BEFORE = ("import sys, torch; threads = torch.get_num_threads(); from emo.cli import main; "
           "sys.exit(main(sys.argv[1:] + ['--threads', str(threads)]))")
 AFTER = "import sys; from emo.cli import main; sys.exit(main(sys.argv[1:]))"
+CONDITIONS = {"alone": "alone", "busy": "busy neighbour"}
 
 
 def job_args(out: Path, seconds: float) -> list[str]:
@@ -54,9 +59,10 @@ def run_job(setup: str, seconds: float, folder: Path) -> dict:
         env.pop("OMP_WAIT_POLICY", None)
     code = BEFORE if setup == "before" else AFTER
     out = folder / f"{setup}.mp4"
+    extra = ["--deterministic"] if setup == "deterministic" else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, *job_args(out, seconds)], cwd=REPO, env=env, check=True,
+    subprocess.run([sys.executable, "-c", code, *job_args(out, seconds), *extra], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -99,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds of the sample voice (default 2)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per cell; the fastest counts (default 2)")
+    parser.add_argument("--setups", nargs="+", default=["before", "after"],
+                        choices=("before", "after", "deterministic"), help="(default: before after)")
+    parser.add_argument("--conditions", nargs="+", default=["alone", "busy"], choices=("alone", "busy"),
+                        help="(default: alone busy)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -117,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for condition in ("alone", "busy neighbour"):
-            for setup in ("before", "after"):
+        for condition in args.conditions:
+            for setup in args.setups:
                 runs = []
                 for _ in range(args.repeats):
                     if condition == "alone":
@@ -127,16 +137,20 @@ def main(argv: list[str] | None = None) -> int:
                         with BusyNeighbour(cpus):
                             runs.append(run_job(setup, args.seconds, Path(folder)))
                 best = min(runs, key=lambda run: run["wall_s"])
-                row = {"condition": condition, "setup": setup, **best, "all_wall_s": [r["wall_s"] for r in runs]}
+                row = {"condition": CONDITIONS[condition], "setup": setup, **best,
+                       "all_wall_s": [r["wall_s"] for r in runs]}
                 rows.append(row)
-                print(f"{condition:15s} {setup:7s} wall {best['wall_s']:6.1f} s  cpu {best['cpu_s']:6.1f} s  "
+                print(f"{CONDITIONS[condition]:15s} {setup:13s} wall {best['wall_s']:6.1f} s  "
+                      f"cpu {best['cpu_s']:6.1f} s  "
                       f"(runs: {', '.join(f'{r:.1f}' for r in row['all_wall_s'])})", flush=True)
 
-    print("\n| condition | before: wall / CPU | after: wall / CPU |\n|---|---|---|")
-    for condition in ("alone", "busy neighbour"):
-        cells = [next(r for r in rows if r["condition"] == condition and r["setup"] == setup)
-                 for setup in ("before", "after")]
-        print(f"| {condition} | " + " | ".join(f"{c['wall_s']:.1f} s / {c['cpu_s']:.1f} s" for c in cells) + " |")
+    print("\n| condition | " + " | ".join(f"{setup}: wall / CPU" for setup in args.setups) + " |\n|---|"
+          + "---|" * len(args.setups))
+    for condition in args.conditions:
+        cells = [next(r for r in rows if r["condition"] == CONDITIONS[condition] and r["setup"] == setup)
+                 for setup in args.setups]
+        print(f"| {CONDITIONS[condition]} | " + " | ".join(f"{c['wall_s']:.1f} s / {c['cpu_s']:.1f} s" for c in cells)
+              + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpus": cpus, "threads_before": threads_before,
                                                "threads_after": threads_after, "rows": rows}, indent=2))

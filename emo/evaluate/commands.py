@@ -80,7 +80,8 @@ def add_commands(commands) -> None:
     synth.add_argument("--seed", type=SEED, default=0,
                        help=f"first seed (videos use seed, seed+1, ...); keep below {EVALUATION_SEED_START}, "
                             "the evaluation's held-out range")
-    synth.add_argument("--size", type=OptionValue(int, multiple_of=2, at_most=4096), default=64, help="width = height in pixels (default 64)")
+    synth.add_argument("--size", type=OptionValue(int, multiple_of=2, at_most=4096), default=64,
+                       help="width = height in pixels (default 64)")
     synth.add_argument("--fps", type=FPS, default=25.0, help="frame rate (default 25)")
     synth.add_argument("--speed-range", type=SPEED, nargs=2, default=(0.0, 1.4), metavar=("LOW", "HIGH"),
                        help="each video's head speed (its mean rotation, degrees per frame) is drawn from "

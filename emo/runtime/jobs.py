@@ -163,7 +163,8 @@ class PreparedJob:
         unit = "context window" if self.windowed else "clip"
         count = self.num_clips
         return (f"plan: {face}; {cut} -> {output}; {self.num_frames} frames "
-                f"({self.features.duration_seconds():.2f} s at {s.fps:g} fps) = {count} {unit}{'s' if count > 1 else ''} "
+                f"({self.features.duration_seconds():.2f} s at {s.fps:g} fps) = {count} {unit}"
+                f"{'s' if count > 1 else ''} "
                 f"of {s.frames_per_clip} x {s.steps} {s.scheduler} steps ({self.total_steps} steps), {guidance}, "
                 f"seed {s.seed}")
 

@@ -20,7 +20,8 @@ class OptionValue:
 
     def __init__(self, kind: type, *, above: float | None = None, at_least: float | None = None,
                  at_most: float | None = None, multiple_of: int | None = None):
-        self.kind, self.above, self.at_least, self.at_most, self.multiple_of = kind, above, at_least, at_most, multiple_of
+        self.kind, self.above, self.at_least, self.at_most = kind, above, at_least, at_most
+        self.multiple_of = multiple_of
         self.__name__ = kind.__name__  # argparse names a type by it
 
     def describe(self) -> str:

@@ -110,7 +110,8 @@ def add_commands(commands) -> None:
     prep.add_argument("--size", type=SIZE, default=512, help="crop size in pixels (default 512, as the paper)")
     prep.add_argument("--store", choices=("frames", "latents", "both"), default="frames",
                       help="keep the cropped frames, their VAE latents (smaller, faster to train), or both")
-    prep.add_argument("--workers", type=OptionValue(int, at_least=1, at_most=256), default=1, help="parallel processes (each loads its own encoders)")
+    prep.add_argument("--workers", type=OptionValue(int, at_least=1, at_most=256), default=1,
+                      help="parallel processes (each loads its own encoders)")
     prep.add_argument("--speed-estimator", default="face-align",
                       help="head-speed estimator: face-align, box-motion, or package.module:factory")
     prep.add_argument("--speed-buckets", type=OptionValue(int, at_least=1, at_most=1000), default=None,
