@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 
 # Idle OpenMP threads spin by default; on a machine that other work keeps busy they then burn
-# the CPU time the working threads need (the demo ran 10-20x slower with 10x the CPU time,
-# bench/RESULTS.md). Passive threads sleep. libgomp reads this once, when torch is imported, so
-# it is set here, before any import of torch; a value the user set is kept.
+# the CPU time the working threads need (the demo job ran 3.4x slower alone and 8.3x slower
+# beside a busy neighbour, with 3.8-8.9x the CPU time: bench/threads.py, bench/RESULTS.md).
+# Passive threads sleep. libgomp reads this once, when torch is imported, so it is set here,
+# before any import of torch; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402

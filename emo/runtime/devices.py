@@ -91,7 +91,7 @@ MAX_DEFAULT_THREADS = 16  # beyond this the many small ops of a clip gain little
 THREADS_HELP = ("CPU threads for PyTorch (default: the CPUs this process may use - its affinity mask and "
                 "container CPU quota - at most {cap}; or EMO_NUM_THREADS / OMP_NUM_THREADS when set). Idle "
                 "threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless you set it), so a busy "
-                "machine slows a run down in proportion, not 10-20 times")
+                "machine slows a run down about 1.4x, not 3-9x (bench/RESULTS.md)")
 
 
 def usable_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:

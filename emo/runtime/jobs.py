@@ -412,4 +412,6 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--deterministic", action="store_true",
                        help="byte-identical videos for the same inputs, seed and options on this machine: one CPU "
                             "thread (unless --threads), deterministic GPU kernels, a single-threaded encoder "
-                            "without version strings; slower (see the README)")
+                            "without version strings. Costs what the other CPU threads would give: up to their "
+                            "number times slower on an idle many-core CPU, not slower on a busy 2-CPU machine "
+                            "(bench/RESULTS.md)")
