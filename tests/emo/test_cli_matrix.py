@@ -325,3 +325,18 @@ def test_no_traceback_from_a_fresh_process(media, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "emo generate: error: argument --fps: must be a number > 0 and <= 240, got '0' (see emo generate --help)"]
+
+
+def test_the_installed_emo_command_is_the_command_line():
+    """pyproject's [project.scripts] `emo` (installed by `make setup`: pip install -e .) runs
+    emo.cli.run, and only the library is packaged, with its bundled assets."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from emo import cli
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {"emo": "emo.cli:run"}
+    assert callable(cli.run)
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["emo", "emo.*"]
+    assert project["tool"]["setuptools"]["package-data"]["emo"] == ["assets/*"]
+    assert "pip install -q --no-deps -e ." in (REPO / "Makefile").read_text()
