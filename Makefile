@@ -8,12 +8,14 @@ ASSETS := emo/assets
 
 .PHONY: demo demo-model test setup clean
 
-$(VENV)/.installed: requirements.txt requirements-cli.txt requirements-test.txt .ci/constraints.txt
+$(VENV)/.installed: requirements.txt requirements-cli.txt requirements-test.txt .ci/constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on CPU machines.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c .ci/constraints.txt -r requirements.txt -r requirements-cli.txt -r requirements-test.txt
+	# The `emo` command (.venv/bin/emo, from any folder): this repository's emo/, editable, no new packages.
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed

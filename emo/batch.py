@@ -13,8 +13,9 @@ The whole file is checked before anything runs (a typo on line 900 should not wa
 videos): a bad line ends the command with status 2 and writes nothing. A job whose output exists
 is finished (videos are written atomically, so an existing file is complete) and is skipped
 unless `--overwrite`; an interrupted queue therefore resumes by running the same command again.
-A job that fails on its inputs (an undecodable audio file, ...) is reported and the queue goes
-on; the exit status is then 1.
+A job that fails, for any reason (an undecodable audio file, a GPU out of memory, ...), fails
+alone: it is reported with its message, the queue goes on, and the summary at the end lists each
+failed line and why; the exit status is then 1.
 
 `accelerate launch -m emo batch JOBS.jsonl` runs one process per GPU (and node): job i of the
 file goes to process i % processes, so the split does not depend on timing, and each process
@@ -35,10 +36,11 @@ import torch
 
 from .checkpoints import DEMO_CHECKPOINT
 from .pipeline import GenerationCancelled
-from .runtime.devices import pick_device
+from .runtime.devices import pick_device, setup_run
 from .runtime.jobs import (
     DEMO_NOTE,
     VIDEO_SUFFIXES,
+    OptionValue,
     add_job_options,
     add_runtime_options,
     checkpoint_or_demo,
@@ -53,7 +55,8 @@ from .weights.files import existing_path
 REQUIRED_KEYS = ("image", "audio", "out")
 PATH_KEYS = ("image", "audio", "out", "checkpoint", "mask", "face_embedding")
 INPUT_KEYS = ("image", "audio", "checkpoint", "mask", "face_embedding")  # files that must exist
-RUN_OPTIONS = ("device", "precision", "quiet")  # the same for the whole run, not per line
+# The same for the whole run, not per line.
+RUN_OPTIONS = ("device", "precision", "threads", "deterministic", "quiet", "verbose")
 MAX_REPORTED_PROBLEMS = 10
 
 
@@ -147,8 +150,17 @@ _TYPE_WORDS = {int: "a whole number", float: "a number", str: "a string"}
 
 
 def _checked_value(key: str, value, action: argparse.Action | None):
-    """A line's value for `key`, of the type and among the choices the command-line option takes."""
-    kind = str if action is None or action.type is None else action.type
+    """A line's value for `key`, of the type, in the range and among the choices the command-line
+    option takes."""
+    check = None if action is None else action.type
+    if isinstance(check, OptionValue):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be {check.describe()}, got {json.dumps(value)}")
+        try:
+            return check(value)
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"{key} {error}") from None
+    kind = str if check is None else check
     accepted = (int, float) if kind is float else kind
     if isinstance(value, bool) or not isinstance(value, accepted) or (kind is str and not value.strip()):
         raise ValueError(f"{key} must be {_TYPE_WORDS[kind]}, got {json.dumps(value)}")
@@ -285,14 +297,26 @@ class Tally:
 
     done: list[int] = field(default_factory=list)  # line numbers
     failed: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)  # line -> what went wrong
 
 
-def run_job(job: Job, pipelines: PipelineCache, on_progress):
-    """One video, exactly as `generate` makes it; returns its PreparedVideo for the report."""
+def run_job(job: Job, pipelines: PipelineCache, on_progress, say=print, deterministic: bool = False):
+    """One video, exactly as `generate` makes it; `say` gets its notes. Returns its PreparedJob."""
     inputs = read_job_inputs(job.options)
     video = prepare_job(pipelines.get(_checkpoint_of(job)), job.options, inputs)
-    render_job(video, on_progress)
+    for note in video.notes:
+        say(note)
+    render_job(video, on_progress, deterministic=deterministic)
     return video
+
+
+def _failure(error: Exception) -> str:
+    """A job's error in one line: the message of the errors users cause, the type too otherwise."""
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        return str(error)
+    if isinstance(error, torch.OutOfMemoryError):
+        return f"out of memory ({str(error).splitlines()[0]}); try a smaller size or frames_per_clip"
+    return f"{type(error).__name__}: {error}"
 
 
 def run_jobs(jobs: list[Job], processes: Processes, args) -> Tally:
@@ -311,10 +335,17 @@ def run_jobs(jobs: list[Job], processes: Processes, args) -> Tally:
                 bar.set_postfix_str(f"line {line} clip {p.clip + 1}/{p.num_clips} step {p.step}/{p.num_steps}")
 
             try:
-                video = run_job(job, pipelines, on_progress)
-            except (ValueError, FileNotFoundError) as error:
+                video = run_job(job, pipelines, on_progress, lambda note, where=where: _say(bar, f"{where}: {note}",
+                                                                                          sys.stderr),
+                                deterministic=args.deterministic)
+            except GenerationCancelled:
+                raise
+            except Exception as error:  # one job's failure, whatever it is, must not end the queue
+                message = _failure(error)
                 tally.failed.append(job.line)
-                _say(bar, f"{where} failed: {error}", sys.stderr)
+                tally.errors[job.line] = message
+                _say(bar, f"{where} failed: {message}", sys.stderr)
+                _free_device_memory(processes.device)
                 if args.stop_on_error:
                     break
             else:
@@ -331,15 +362,18 @@ def _say(bar, text: str, stream) -> None:
 
 
 def _summary(tallies: list[Tally], skipped: int, to_run: int) -> str:
+    """One line of counts, then one line per failed job with its error."""
     done = sum(len(tally.done) for tally in tallies)
     failed = sorted(line for tally in tallies for line in tally.failed)
+    errors = {line: message for tally in tallies for line, message in tally.errors.items()}
     parts = [f"{done} done", f"{skipped} skipped (already done)", f"{len(failed)} failed"]
     if failed:
         parts[-1] += f" (line{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))})"
     not_run = to_run - done - len(failed)
     if not_run:
         parts.append(f"{not_run} not run (--stop-on-error)")
-    return "batch: " + ", ".join(parts)
+    return "\n".join(["batch: " + ", ".join(parts)] + [f"  line {line} failed: {errors.get(line, '?')}"
+                                                       for line in failed])
 
 
 def _announce(pending: list[Job], skipped: int, processes: int) -> None:
@@ -351,6 +385,7 @@ def _announce(pending: list[Job], skipped: int, processes: int) -> None:
 
 def cmd_batch(args) -> int:
     processes = current_processes(args.device)
+    setup_run(args.threads, args.deterministic)
     try:
         return _run_batch(args, processes)
     finally:
@@ -381,7 +416,25 @@ def _run_batch(args, processes: Processes) -> int:
     if not processes.is_main:
         return 0  # the main process's status is the run's: one failure report from the launcher
     print(_summary(tallies, skipped, len(pending)), flush=True)
+    if args.summary:
+        write_summary(args.summary, jobs, tallies, skipped=[job.line for job in jobs if job not in pending])
     return 1 if any(tally.failed for tally in tallies) else 0
+
+
+def write_summary(path, jobs: list[Job], tallies: list[Tally], skipped: list[int]) -> None:
+    """--summary: every line's outcome as JSON, {"done": [...], "skipped": [...], "failed":
+    {line: message}, "not_run": [...], "outputs": {line: path}}, written atomically (also when every
+    job failed)."""
+    from .runtime.output import atomic_output
+
+    done = sorted(line for tally in tallies for line in tally.done)
+    errors = {line: message for tally in tallies for line, message in tally.errors.items()}
+    finished = set(done) | set(errors) | set(skipped)
+    report = {"done": done, "skipped": sorted(skipped), "failed": {str(line): errors[line] for line in sorted(errors)},
+              "not_run": sorted(job.line for job in jobs if job.line not in finished),
+              "outputs": {str(job.line): str(job.out) for job in jobs}}
+    with atomic_output(path) as temp:
+        temp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def add_commands(commands) -> None:
@@ -394,6 +447,9 @@ def add_commands(commands) -> None:
     batch.add_argument("--overwrite", action="store_true", help="run jobs whose output exists too")
     batch.add_argument("--stop-on-error", action="store_true",
                        help="stop at the first failed job (default: report it and go on)")
+    batch.add_argument("--summary", default=None, metavar="FILE",
+                       help="also write each line's outcome (done, skipped, failed with its message, not run) to "
+                            "this JSON file, even when every job fails (default: the summary is printed only)")
     options = batch.add_argument_group("defaults for every job (a line's own value wins)")
     add_job_options(options)
     add_runtime_options(batch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..runtime.options import COUNT, FPS, GUIDANCE, SECONDS, SEED, SPEED, STEPS, OptionValue
 from ..runtime.output import atomic_output
 
 
@@ -30,6 +31,9 @@ def cmd_synth(args) -> None:
         raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     if args.size < 16 or args.size % 2:
         raise ValueError(f"--size must be an even number of pixels >= 16, got {args.size}")
+    low, high = args.speed_range
+    if low > high:
+        raise ValueError(f"--speed-range {low:g} {high:g}: give LOW <= HIGH")
     with tqdm(total=args.count, unit="video", desc="synth", disable=args.quiet) as bar:
         paths = write_talker_folder(args.out, args.count, args.seconds, seed=args.seed, size=args.size,
                                     fps=args.fps, speed_range=tuple(args.speed_range),
@@ -71,35 +75,35 @@ def add_commands(commands) -> None:
 
     synth = commands.add_parser("synth", help="write synthetic talking-face videos with ground truth (training data)")
     synth.add_argument("--out", required=True, help="folder for talker_<seed>.mp4 + talker_<seed>.json")
-    synth.add_argument("--count", type=int, required=True, help="number of videos")
-    synth.add_argument("--seconds", type=float, required=True, help="length of each video")
-    synth.add_argument("--seed", type=int, default=0,
+    synth.add_argument("--count", type=COUNT, required=True, help="number of videos")
+    synth.add_argument("--seconds", type=SECONDS, required=True, help="length of each video")
+    synth.add_argument("--seed", type=SEED, default=0,
                        help=f"first seed (videos use seed, seed+1, ...); keep below {EVALUATION_SEED_START}, "
                             "the evaluation's held-out range")
-    synth.add_argument("--size", type=int, default=64, help="width = height in pixels (default 64)")
-    synth.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
-    synth.add_argument("--speed-range", type=float, nargs=2, default=(0.0, 1.4), metavar=("LOW", "HIGH"),
+    synth.add_argument("--size", type=OptionValue(int, multiple_of=2, at_most=4096), default=64,
+                       help="width = height in pixels (default 64)")
+    synth.add_argument("--fps", type=FPS, default=25.0, help="frame rate (default 25)")
+    synth.add_argument("--speed-range", type=SPEED, nargs=2, default=(0.0, 1.4), metavar=("LOW", "HIGH"),
                        help="each video's head speed (its mean rotation, degrees per frame) is drawn from "
                             "this range (default 0 1.4)")
-    synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=cmd_synth)
 
     ev = commands.add_parser("evaluate", help="measure lip sync, identity, speed control and seams of a checkpoint "
                                               "on held-out synthetic talkers")
     ev.add_argument("--checkpoint", required=True, help="EMO checkpoint (.safetensors)")
-    ev.add_argument("--count", type=int, default=4, help="held-out talkers (default 4)")
-    ev.add_argument("--seconds", type=float, default=3.0, help="seconds per talker (default 3)")
-    ev.add_argument("--first-seed", type=int, default=EVALUATION_SEED_START,
+    ev.add_argument("--count", type=COUNT, default=4, help="held-out talkers (default 4)")
+    ev.add_argument("--seconds", type=SECONDS, default=3.0, help="seconds per talker (default 3)")
+    ev.add_argument("--first-seed", type=SEED, default=EVALUATION_SEED_START,
                     help=f"seed of the first held-out talker (default {EVALUATION_SEED_START})")
-    ev.add_argument("--speed", type=float, default=0.7, help="head speed of the lip-sync runs (default 0.7)")
+    ev.add_argument("--speed", type=SPEED, default=0.7, help="head speed of the lip-sync runs (default 0.7)")
     ev.add_argument("--speeds", default="0.2,0.7,1.2", help="speeds of the speed-control runs (default 0.2,0.7,1.2)")
-    ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    ev.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    ev.add_argument("--seed", type=int, default=0, help="noise seed of the generations")
+    ev.add_argument("--steps", type=STEPS, default=None, help="denoising steps (default: the model's)")
+    ev.add_argument("--guidance", type=GUIDANCE, default=None, help="guidance scale (default: the model's)")
+    ev.add_argument("--seed", type=SEED, default=0, help="noise seed of the generations")
     ev.add_argument("--json", default=None, help="write the report here as JSON")
     ev.add_argument("--fid-weights", default=None, help="path of inception-2015-12-05.pt (TorchScript) for FID")
     ev.add_argument("--fvd-weights", default=None, help="path of i3d_torchscript.pt (TorchScript) for FVD")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    ev.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    ev.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    ev.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                    help="number format; auto = fp32 on the CPU, bf16 (else fp16) on a GPU")
     ev.set_defaults(run=cmd_evaluate)

@@ -3,17 +3,23 @@ evaluation share.
 
 The steps: `read_job_inputs` (paths checked and decoded before any model loads: a bad file
 fails in a second) -> `load_pipeline` -> `prepare_job` (portrait cropped and its face-region
-mask aligned, audio encoded, settings resolved against the checkpoint's defaults) ->
-`render_job` (clips streamed into the atomically written video).
+mask aligned, audio encoded, settings resolved against the checkpoint's defaults and checked
+against what the model was trained for) -> `render_job` (clips streamed into the atomically
+written video).
 
 A job's options are those `add_job_options` defines (argparse; a batch line holds the same
-keys), so the command line and the jobs file cannot drift apart.
+keys), so the command line and the jobs file cannot drift apart. Every option value is checked
+where it is parsed (`OptionValue`), so a bad value fails before any file is read.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +28,14 @@ from safetensors.torch import load_file
 
 from .. import audio as audio_lib
 from .. import image as image_lib
-from ..checkpoints import DEMO_CHECKPOINT
+from ..checkpoints import DEMO_CHECKPOINT, read_metadata
 from ..paste_back import DEFAULT_MAX_SIZE, PasteBack
 from ..pipeline import EMOPipeline, GenerationSettings, progress_total
+from ..schedulers import SCHEDULERS
 from ..speed_from_audio import speed_from_audio
-from ..video import format_for_suffix, write_video
-from .devices import DEVICE_HELP, pick_dtype
+from ..video import VIDEO_FORMATS, format_for_suffix, write_video
+from .devices import DEVICE_HELP, MAX_DEFAULT_THREADS, THREADS_HELP, pick_dtype
+from .options import FPS, GUIDANCE, SEED, SIZE, SPEED, STEPS, THREADS, OptionValue
 from .output import output_path
 from .reference import prepare_portrait
 
@@ -35,6 +43,10 @@ VIDEO_SUFFIXES = (".mp4", ".webm")
 
 DEMO_NOTE = ("no --checkpoint: using the demo model {name}, a demonstration model trained on synthetic drawn "
              "faces only (64 px); for real portraits give --checkpoint with real weights")
+
+# A voice this short or this quiet drives (almost) no mouth motion: say so before the work.
+SHORT_VOICE_SECONDS = 0.2
+SILENT_VOICE_DBFS = -60.0  # RMS level; speech is usually -30..-10 dBFS
 
 
 @dataclass
@@ -49,11 +61,22 @@ class JobInputs:
 
 
 def read_job_inputs(job) -> JobInputs:
-    """`job`: a job's options (`generate`'s args, or one line of a `batch` file)."""
+    """`job`: a job's options (`generate`'s args, or one line of a `batch` file). Checks what can
+    be checked without a model: the output path and quality for its format, that the image and
+    the voice decode, and that --start lies inside the voice."""
     out = output_path(job.out, VIDEO_SUFFIXES, option="--out")
+    video_format = format_for_suffix(out)
+    crf_max = VIDEO_FORMATS[video_format].crf_max
+    if job.crf > crf_max:
+        raise ValueError(f"--crf {job.crf}: {out.suffix} videos take 0..{crf_max} (lower = better); 19 is a good "
+                         "default")
     image = image_lib.load_image(job.image)
     waveform, sample_rate = audio_lib.load_audio(job.audio)
-    return JobInputs(out, format_for_suffix(out), image, waveform, sample_rate)
+    seconds = waveform.shape[-1] / sample_rate
+    if job.start and round(job.start * sample_rate) >= waveform.shape[-1]:
+        raise ValueError(f"--start {job.start:g}: the voice {Path(job.audio).name} is only {seconds:.2f} s long; "
+                         f"give a start below {seconds:.2f}")
+    return JobInputs(out, video_format, image, waveform, sample_rate)
 
 
 def checkpoint_or_demo(checkpoint) -> Path:
@@ -120,10 +143,25 @@ class PreparedJob:
     face_embedding: torch.Tensor | None
     crf: int
     paste_back: PasteBack | None = None  # the frames go back into the photo; None: the square crop
+    crop: dict = field(default_factory=dict)  # prepare_reference's info, plus "mask_from" when a mask was given
+    # Things the user should know before waiting for the video ("warning: ..." / "note: ...").
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
         return self.features.num_frames
+
+    @property
+    def windowed(self) -> bool:
+        """True for families that denoise the whole video in overlapping context windows (all
+        frames come out at the end) rather than clip after clip."""
+        model = self.pipeline.model
+        return model.family.clip_schedule(model.config) is not None
+
+    @property
+    def num_clips(self) -> int:
+        """Clips (or context windows) each denoised `resolved.steps` times."""
+        return self.total_steps // self.resolved.steps
 
     @property
     def total_steps(self) -> int:
@@ -135,11 +173,45 @@ class PreparedJob:
         return (f"{self.num_frames} frames at {self.resolved.fps:g} fps, "
                 f"{self.features.duration_seconds():.2f} s{pasted}")
 
+    def plan(self) -> str:
+        """One line: where the face is, the crop, the output size, and the work ahead."""
+        s, crop = self.resolved, self.crop
+        if crop.get("mask_from"):
+            face = f"face region from --mask {Path(crop['mask_from']).name}"
+        elif crop.get("face_box") is not None:
+            x0, y0, x1, y1 = (round(v) for v in crop["face_box"])
+            face = f"face found at x {x0}-{x1}, y {y0}-{y1}"
+        else:
+            face = "no face box"
+        width, height = crop.get("source_width", "?"), crop.get("source_height", "?")
+        if "box" in crop:
+            x0, y0, x1, y1 = crop["box"]
+            cut = f"{crop.get('mode', '')} crop {x1 - x0}x{y1 - y0} of the {width}x{height} image"
+        else:
+            cut = f"the {width}x{height} image"
+        guidance = f"guidance {s.guidance_scale:g}" if s.guidance_scale > 1 else "no guidance"
+        output = f"{s.size} px"
+        if self.paste_back is not None:
+            output += " pasted back into {1}x{0}".format(*self.paste_back.size)
+        unit = "context window" if self.windowed else "clip"
+        count = self.num_clips
+        return (f"plan: {face}; {cut} -> {output}; {self.num_frames} frames "
+                f"({self.features.duration_seconds():.2f} s at {s.fps:g} fps) = {count} {unit}"
+                f"{'s' if count > 1 else ''} "
+                f"of {s.frames_per_clip} x {s.steps} {s.scheduler} steps ({self.total_steps} steps), {guidance}, "
+                f"seed {s.seed}")
+
 
 def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
-    """Crop the portrait (and its mask), encode the audio and settle the settings of `job`."""
-    defaults = pipeline.config.defaults
+    """Crop the portrait (and its mask), encode the audio and settle the settings of `job`; the
+    settings are checked against the model (size multiple) and what it was trained for (notes)."""
+    config = pipeline.config
+    defaults = config.defaults
     size = job.size or defaults.size
+    multiple = config.latent_scale * pipeline.model.backbone.min_latent_multiple
+    if size % multiple:
+        raise ValueError(f"--size {size}: this model needs a multiple of {multiple} px; it was trained at "
+                         f"{defaults.size} px (leave out --size for that)")
     source_mask = image_lib.load_image(job.mask).mean(dim=-1) if job.mask is not None else None
     portrait = prepare_portrait(inputs.image, size, job.crop, mask=source_mask)
     fps = job.fps or defaults.fps
@@ -152,11 +224,18 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
                                   region_scales=None if weights == (None,) * 3 else
                                   tuple(1.0 if w is None else w for w in weights))
     face_embedding = load_face_embedding(job.face_embedding) if job.face_embedding else None
+    try:  # before the work, not at the first clip
+        pipeline.model.family.check_face_embedding(face_embedding)
+    except ValueError as error:
+        raise ValueError(f"--face-embedding {Path(job.face_embedding).name}: {error}") from None
+    resolved = settings.resolve(defaults)
+    crop = {**portrait.info, "mask_from": job.mask}
+    speed = job_speed(job, features)
+    notes = model_notes(pipeline, resolved, speed) + voice_notes(features)
     return PreparedJob(pipeline=pipeline, out=inputs.out, video_format=inputs.video_format,
                        reference=portrait.image, mask=portrait.mask, features=features, settings=settings,
-                       resolved=settings.resolve(defaults), speed=job_speed(job, features),
-                       face_embedding=face_embedding,
-                       crf=job.crf, paste_back=paste_back_for(job, inputs.image, portrait.info))
+                       resolved=resolved, speed=speed, face_embedding=face_embedding, crf=job.crf,
+                       paste_back=paste_back_for(job, inputs.image, portrait.info), crop=crop, notes=notes)
 
 
 def job_speed(job, features: audio_lib.AudioFeatures):
@@ -182,17 +261,71 @@ def paste_back_for(job, image: torch.Tensor, info: dict) -> PasteBack | None:
     return PasteBack(image, info, max_size=job.max_size, even=True) if wanted else None
 
 
-def render_job(video: PreparedJob, on_progress=None) -> None:
-    """Denoise clip after clip, streaming the frames into the (atomically written) video file."""
+def model_notes(pipeline: EMOPipeline, s: GenerationSettings, speed: float | torch.Tensor | None) -> list[str]:
+    """Settings the model will run but was not trained for, each as one line."""
+    config, notes = pipeline.config, []
+    trained = config.defaults.size
+    if s.size != trained:
+        notes.append(f"warning: the model was trained at {trained} px; at {s.size} px the face will likely come "
+                     f"out {'garbled' if s.size > trained else 'blurred or garbled'} (leave out --size for "
+                     f"{trained} px)")
+    if speed is not None and config.speed is not None:
+        low = min(c - r for c, r in zip(config.speed.bucket_centers, config.speed.bucket_radii))
+        high = max(c + r for c, r in zip(config.speed.bucket_centers, config.speed.bucket_radii))
+        slowest, fastest = (float(speed.min()), float(speed.max())) if torch.is_tensor(speed) else (speed, speed)
+        if slowest < low or fastest > high:
+            given = f"--speed {speed:g}" if slowest == fastest and not torch.is_tensor(speed) else \
+                f"--speed-from-audio {slowest:g}-{fastest:g}"
+            notes.append(f"warning: {given} is beyond the speeds this model knows ({max(low, 0):.2f}-"
+                         f"{high:.2f}); the head motion will be erratic")
+    positions = s.frames_per_clip + s.motion_frames
+    if config.temporal is not None and positions > config.temporal.max_frames:
+        notes.append(f"warning: {s.frames_per_clip} frames per clip + {s.motion_frames} motion frames = {positions} "
+                     f"frame positions; the temporal layers were made for {config.temporal.max_frames}, so motion "
+                     "may degrade beyond that")
+    return notes
+
+
+def voice_notes(features: audio_lib.AudioFeatures) -> list[str]:
+    """A note when the voice is too short or too quiet to move the mouth."""
+    seconds = features.duration_seconds()
+    if seconds < SHORT_VOICE_SECONDS:
+        return [f"note: the voice is only {seconds:.2f} s long ({features.num_frames} frame"
+                f"{'s' if features.num_frames > 1 else ''}); the mouth has no time to move"]
+    rms = float(features.waveform.float().pow(2).mean().sqrt())
+    level = 20 * math.log10(rms) if rms > 0 else -math.inf
+    if level < SILENT_VOICE_DBFS:
+        return [f"note: the voice is silent (RMS level {level:.0f} dBFS, below {SILENT_VOICE_DBFS:.0f}); the mouth "
+                "will stay closed - check that --audio is the right file and --start the right place"]
+    return []
+
+
+def render_job(video: PreparedJob, on_progress=None, on_clip=None, deterministic: bool = False) -> None:
+    """Denoise clip after clip, streaming the frames into the (atomically written) video file.
+
+    on_clip(index, num_clips, seconds): called as each clip's frames are ready, with the seconds
+    since the previous one (the first: since the start). deterministic: a byte-identical file
+    for the same frames (see `write_video`)."""
     features = video.features
     clips = video.pipeline.iter_clips(video.reference, features, face_mask=video.mask, speed=video.speed,
                                       settings=video.settings, callback=on_progress,
                                       face_embedding=video.face_embedding)
+    if on_clip is not None and not video.windowed:
+        clips = _timed(clips, video.num_clips, on_clip)
     if video.paste_back is not None:
         clips = video.paste_back.paste_frames(clips)  # the photo's size, in chunks of bounded memory
     write_video(video.out, clips, video.resolved.fps, audio=(features.waveform, features.sample_rate),
-                format=video.video_format, crf=video.crf,
+                format=video.video_format, crf=video.crf, deterministic=deterministic,
                 metadata={"comment": f"EMO (Emote Portrait Alive) seed={video.settings.seed}"})
+
+
+def _timed(clips, count: int, on_clip):
+    start = time.perf_counter()
+    for index, frames in enumerate(clips):
+        now = time.perf_counter()
+        on_clip(index, count, now - start)
+        yield frames
+        start = time.perf_counter()
 
 
 def load_face_embedding(path) -> torch.Tensor:
@@ -214,6 +347,34 @@ def load_face_embedding(path) -> torch.Tensor:
     return tensor.float().flatten()
 
 
+FRAMES_PER_CLIP = OptionValue(int, at_least=1, at_most=1024)
+MOTION_FRAMES = OptionValue(int, at_least=0, at_most=1024)
+CRF = OptionValue(int, at_least=0, at_most=max(spec.crf_max for spec in VIDEO_FORMATS.values()))
+START = OptionValue(float, at_least=0)
+DURATION = OptionValue(float, above=0)
+WEIGHT = OptionValue(float, at_least=0)
+MAX_SIZE = OptionValue(int, at_least=0, at_most=16384)
+
+
+@functools.lru_cache(maxsize=1)
+def demo_defaults() -> dict | None:
+    """The bundled demo model's inference defaults (its file's header only), or None without it."""
+    try:
+        return json.loads(read_metadata(DEMO_CHECKPOINT)["emo_config"]).get("defaults") or None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def from_the_checkpoint(key: str, unit: str = "") -> str:
+    """'(default: the checkpoint's; the demo model's is 20)' for a setting a checkpoint chooses."""
+    demo = demo_defaults()
+    if not demo or key not in demo:
+        return "(default: the checkpoint's)"
+    value = demo[key]
+    value = f"{value:g}" if isinstance(value, float) else value
+    return f"(default: the checkpoint's; the demo model's is {value}{unit})"
+
+
 # ---- a job's options (generate's; a batch line's keys) ------------------------------------------
 def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     """generate's options for one video. `batch` takes them too, as defaults for every line of
@@ -223,46 +384,67 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     def option(*names, **kwargs) -> None:
         actions.append(parser.add_argument(*names, **kwargs))
 
-    option("--checkpoint", default=None,
-           help="EMO checkpoint (.safetensors); default: the bundled demo model for synthetic faces "
-                "(emo/assets/emo-demo.safetensors)")
-    option("--fps", type=float, default=None, help="frame rate (default: the model's, 25)")
-    option("--steps", type=int, default=None, help="denoising steps per clip (default: the model's, 40)")
-    option("--seed", type=int, default=0)
-    option("--speed", type=float, default=None,
-           help="head motion speed: ~0.1-1.0 speech, ~1.0-1.3 singing (default: the model's)")
-    option("--speed-from-audio", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
-           help="head motion speed per frame from the voice's loudness: MIN in quiet passages and silence, "
-                "MAX in the loudest (e.g. 0.3 1.2); replaces --speed")
-    option("--size", type=int, default=None, help="output width = height in pixels (default 512)")
-    option("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    option("--scheduler", default="ddim", help="ddim, dpmpp_2m, unipc, euler, ...")
-    option("--frames-per-clip", type=int, default=None)
-    option("--motion-frames", type=int, default=None)
-    option("--mask", default=None, help="face-region mask image (white = face), same size as --image; "
-                                        "skips face detection")
-    option("--crop", choices=("face", "center", "pad"), default="face", help="how the portrait is made square")
+    option("--checkpoint", default=None, metavar="FILE",
+           help="EMO checkpoint (.safetensors) (default: the bundled demo model for synthetic drawn faces, "
+                f"{DEMO_CHECKPOINT.name}); its settings are the defaults of the options below that say so")
+    option("--mask", default=None, metavar="IMAGE",
+           help="face-region mask (white = face), same size as --image; skips face detection (default: the "
+                "face is detected)")
+    option("--crop", choices=("face", "center", "pad"), default="face",
+           help="how the portrait is made square: around the face, the centre, or padded")
     option("--paste-back", action=argparse.BooleanOptionalAction, default=None,
            help="paste the animated square back into the photo (feathered, colour-matched): a video of the "
                 "photo's own size, capped by --max-size (default: whenever the crop is not the whole photo); "
                 "--no-paste-back: the model's square crop")
-    option("--max-size", type=int, default=DEFAULT_MAX_SIZE,
-           help=f"long side of a pasted-back video in pixels (default {DEFAULT_MAX_SIZE}; 0: the photo's own "
-                "size): a larger photo is scaled down; odd sides lose their last row/column")
-    option("--start", type=float, default=0.0, help="audio start, seconds")
-    option("--duration", type=float, default=None, help="audio duration to use, seconds")
-    option("--crf", type=int, default=19, help="video quality (lower = better, bigger)")
+    option("--max-size", type=MAX_SIZE, default=DEFAULT_MAX_SIZE, metavar="PIXELS",
+           help=f"long side of a pasted-back video (default {DEFAULT_MAX_SIZE}; 0: the photo's own size): a "
+                "larger photo is scaled down; odd sides lose their last row/column")
+    option("--size", type=SIZE, default=None, metavar="PIXELS",
+           help=f"output width = height, a multiple of 8 {from_the_checkpoint('size', ' px')}")
+    option("--fps", type=FPS, default=None, metavar="FPS", help=f"frame rate {from_the_checkpoint('fps')}")
+    option("--start", type=START, default=0.0, metavar="SECONDS", help="where in --audio to start")
+    option("--duration", type=DURATION, default=None, metavar="SECONDS",
+           help="how much of --audio to use (default: to its end)")
+    option("--steps", type=STEPS, default=None, metavar="N",
+           help=f"denoising steps per clip; more is slower and finer {from_the_checkpoint('steps')}")
+    option("--scheduler", choices=sorted(SCHEDULERS), default="ddim", metavar="NAME",
+           help=f"sampler: {', '.join(sorted(SCHEDULERS))}")
+    option("--guidance", type=GUIDANCE, default=None, metavar="SCALE",
+           help=f"classifier-free guidance; <= 1 turns it off {from_the_checkpoint('guidance_scale')}")
+    option("--speed", type=SPEED, default=None, metavar="SPEED",
+           help="head motion, degrees per frame: about 0.1-1.0 speech, 1.0-1.3 singing "
+                f"{from_the_checkpoint('speed')}")
+    option("--speed-from-audio", type=SPEED, nargs=2, metavar=("MIN", "MAX"), default=None,
+           help="head motion speed per frame from the voice's loudness: MIN in quiet passages and silence, "
+                "MAX in the loudest (e.g. 0.3 1.2); replaces --speed (default: off)")
+    option("--seed", type=SEED, default=0, metavar="N", help="noise seed; the same seed gives the same video")
+    option("--frames-per-clip", type=FRAMES_PER_CLIP, default=None, metavar="N",
+           help=f"frames generated together {from_the_checkpoint('frames_per_clip')}")
+    option("--motion-frames", type=MOTION_FRAMES, default=None, metavar="N",
+           help="earlier frames each clip continues from; 0 = clips are independent "
+                f"{from_the_checkpoint('motion_frames')}")
+    option("--crf", type=CRF, default=19, metavar="N",
+           help="video quality, lower = better and bigger: 0-51 for .mp4, 0-63 for .webm")
     for region, label in (("pose", "background/head pose"), ("face", "face"), ("lip", "lips")):
-        option(f"--{region}-weight", type=float, default=None,
-               help=f"Hallo models: weight of the audio on the {label} (default 1.0)")
-    option("--face-embedding", default=None,
-           help="Hallo models: the portrait's ArcFace embedding, 512 values (.npy/.pt/.safetensors); "
-                "without it zeros are used")
+        option(f"--{region}-weight", type=WEIGHT, default=None, metavar="W",
+               help=f"Hallo models: weight of the audio on the {label} (default: the checkpoint's, 1.0)")
+    option("--face-embedding", default=None, metavar="FILE",
+           help="Hallo models: the portrait's ArcFace embedding, 512 values (.npy/.pt/.safetensors) "
+                "(default: zeros)")
     return actions
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the models run: the same for every video of a run."""
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("how it runs (the same for every video)")
+    group.add_argument("--device", default="auto", help=f"{DEVICE_HELP}; auto = a GPU if there is one")
+    group.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                       help="number format; auto = fp32 on the CPU, bf16 (else fp16) on a GPU")
+    group.add_argument("--threads", type=THREADS, default=None, metavar="N",
+                       help=THREADS_HELP.format(cap=MAX_DEFAULT_THREADS))
+    group.add_argument("--deterministic", action="store_true",
+                       help="byte-identical videos for the same inputs, seed and options on this machine: one CPU "
+                            "thread (unless --threads), deterministic GPU kernels, a single-threaded encoder "
+                            "without version strings. Costs what the other CPU threads would give: up to their "
+                            "number times slower on an idle many-core CPU, not slower on a busy 2-CPU machine "
+                            "(bench/RESULTS.md)")

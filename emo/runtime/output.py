@@ -16,19 +16,24 @@ from pathlib import Path
 
 
 def output_path(path, suffixes: tuple[str, ...], option: str = "--out") -> Path:
-    """Check an output path before any work: a known suffix, not a folder. Its parent folders
-    are created (only the ones the user named: the path's own ancestors)."""
+    """Check an output path before any work: a known suffix, not a folder, and a folder that
+    exists and is writable or can be made (its missing folders are created when the file is
+    written: only the path's own ancestors, the ones the user named)."""
     out = Path(path)
     if out.suffix.lower() not in suffixes:
         raise ValueError(f"{option} must end in {' or '.join(suffixes)}, got {out.name!r}")
     if out.is_dir():
         raise ValueError(f"{option} {out} is a folder; give a file name such as {out / ('video' + suffixes[0])}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{option}: cannot create the folder {out.parent} ({error.strerror})") from None
-    if not os.access(out.parent, os.W_OK):
-        raise ValueError(f"{option}: the folder {out.parent} is not writable")
+    # The missing folders are made when the file is written (`atomic_output`), so a run that
+    # fails before then leaves nothing behind; here only check that they can be made.
+    existing = out.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option}: cannot create the folder {out.parent}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: the folder {existing} is not writable" if existing == out.absolute().parent
+                         else f"{option}: cannot create the folder {out.parent}: {existing} is not writable")
     return out
 
 

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from ..runtime.options import COUNT, FPS, SECONDS, SIZE, OptionValue
+
 
 def cmd_prepare(args) -> None:
     from tqdm import tqdm
@@ -104,26 +106,26 @@ def add_commands(commands) -> None:
     prep.add_argument("--checkpoint", required=True,
                       help="the EMO checkpoint you will train from: its wav2vec2 encodes the audio "
                            "(and its VAE the latents)")
-    prep.add_argument("--fps", type=float, default=25.0, help="frame rate of the dataset (default 25, as the paper)")
-    prep.add_argument("--size", type=int, default=512, help="crop size in pixels (default 512, as the paper)")
+    prep.add_argument("--fps", type=FPS, default=25.0, help="frame rate of the dataset (default 25, as the paper)")
+    prep.add_argument("--size", type=SIZE, default=512, help="crop size in pixels (default 512, as the paper)")
     prep.add_argument("--store", choices=("frames", "latents", "both"), default="frames",
                       help="keep the cropped frames, their VAE latents (smaller, faster to train), or both")
-    prep.add_argument("--workers", type=int, default=1, help="parallel processes (each loads its own encoders)")
+    prep.add_argument("--workers", type=OptionValue(int, at_least=1, at_most=256), default=1,
+                      help="parallel processes (each loads its own encoders)")
     prep.add_argument("--speed-estimator", default="face-align",
                       help="head-speed estimator: face-align, box-motion, or package.module:factory")
-    prep.add_argument("--speed-buckets", type=int, default=None,
+    prep.add_argument("--speed-buckets", type=OptionValue(int, at_least=1, at_most=1000), default=None,
                       help="number of speed buckets (default: the checkpoint's)")
-    prep.add_argument("--min-seconds", type=float, default=1.0, help="shortest usable clip")
-    prep.add_argument("--max-clip-seconds", type=float, default=10.0, help="longer stretches are split into clips")
-    prep.add_argument("--detect-every", type=int, default=1, help="run face detection on every k-th frame")
-    prep.add_argument("--crop-margin", type=float, default=0.8,
+    prep.add_argument("--min-seconds", type=OptionValue(float, at_least=0), default=1.0, help="shortest usable clip")
+    prep.add_argument("--max-clip-seconds", type=SECONDS, default=10.0, help="longer stretches are split into clips")
+    prep.add_argument("--detect-every", type=COUNT, default=1, help="run face detection on every k-th frame")
+    prep.add_argument("--crop-margin", type=OptionValue(float, at_least=0, at_most=10), default=0.8,
                       help="crop side = face boxes' union + margin x face size")
     prep.add_argument("--no-ground-truth", action="store_true",
                       help="detect faces and estimate head speeds even for `emo synth` talkers, whose exact face "
                            "boxes and speeds are otherwise read from the .json beside each video")
     prep.add_argument("--device", default="cpu", help="device for wav2vec2 and the VAE (cpu, cuda, cuda:1)")
     prep.add_argument("--retry-skipped", action="store_true", help="try again the videos skipped by earlier runs")
-    prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     prep.set_defaults(run=cmd_prepare)
 
     train = commands.add_parser("train", help="train a stage of EMO (configs/train/*.yaml); "
@@ -131,5 +133,4 @@ def add_commands(commands) -> None:
     train.add_argument("--config", required=True, help="training config YAML (configs/train/stage1.yaml, ...)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set max_steps=100 --set data.root=data/hdtf (repeatable)")
-    train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)

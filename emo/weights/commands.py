@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..runtime.options import SEED
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,7 +104,8 @@ def add_commands(subparsers) -> None:
     convert.add_argument("--acc", action="store_true",
                          help="echomimic: the accelerated weights (denoising_unet_acc.pth: 6 steps, cfg 1.0)")
     convert.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")
-    convert.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"))
+    convert.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"),
+                         help="number format of the written weights")
     convert.set_defaults(run=cmd_convert)
 
     parser = subparsers.add_parser(
@@ -125,5 +128,5 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output EMO checkpoint (.safetensors)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                         help="dtype of the written weights (fp32 for training)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the new layers' initialisation")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the new layers' initialisation")
     parser.set_defaults(run=cmd_assemble)

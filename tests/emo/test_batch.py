@@ -182,6 +182,25 @@ def test_interrupt_keeps_finished_videos_and_leaves_no_partial_file(media, tiny_
     assert outputs(media) == ["a.mp4"]  # no b.mp4, no hidden temporary file
 
 
+def test_every_job_failing_for_any_reason_still_gives_the_summary(media, tiny_checkpoint, monkeypatch, capsys):
+    import emo.pipeline
+
+    def fail(self, *args, **kwargs):  # not a ValueError: what a GPU or a library bug raises
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(emo.pipeline.EMOPipeline, "_denoise", fail)
+    jobs = write_jobs(media, job("a.mp4"), job("b.mp4"), job("c.mp4"))
+    summary = media / "reports" / "summary.json"
+    assert main(batch_args(jobs, tiny_checkpoint, media, "--summary", str(summary))) == 1
+    out = capsys.readouterr().out
+    assert "batch: 0 done, 0 skipped (already done), 3 failed (lines 1, 2, 3)" in out
+    assert out.count("failed: RuntimeError: CUDA error: an illegal memory access") == 3
+    report = json.loads(summary.read_text())
+    assert report["done"] == [] and report["not_run"] == [] and sorted(report["failed"]) == ["1", "2", "3"]
+    assert report["failed"]["2"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert outputs(media) == []
+
+
 def test_two_processes_share_the_queue(media, tiny_checkpoint, tmp_path):
     jobs = write_jobs(media, *(job(f"{name}.mp4", seed=seed) for seed, name in enumerate("abcd")))
     output = accelerate_launch(["-m", "emo", *batch_args(jobs, tiny_checkpoint, media)], tmp_path, timeout=180)
@@ -191,3 +210,20 @@ def test_two_processes_share_the_queue(media, tiny_checkpoint, tmp_path):
     assert ran == [("0", "1", "a"), ("0", "3", "c"), ("1", "2", "b"), ("1", "4", "d")], output[-3000:]
     assert output.count("4 to run, 0 already done over 2 processes") == 1
     assert output.count("batch: 4 done, 0 skipped (already done), 0 failed") == 1
+
+
+
+def test_two_processes_resume_and_a_failed_job_fails_alone(media, tiny_checkpoint, tmp_path):
+    (media / "out" / "d.mp4").write_bytes(b"finished by an earlier, interrupted run")
+    jobs = write_jobs(media, job("a.mp4"), job("b.mp4", audio="noise.wav"), job("c.mp4"), job("d.mp4"),
+                      job("e.mp4"))
+    summary = tmp_path / "summary.json"
+    output = accelerate_launch(["-m", "emo", *batch_args(jobs, tiny_checkpoint, media, "--summary", summary)],
+                               tmp_path, timeout=180, status=1)
+    assert outputs(media) == ["a.mp4", "c.mp4", "d.mp4", "e.mp4"]
+    assert (media / "out" / "d.mp4").read_bytes().startswith(b"finished by")  # skipped, not redone
+    assert output.count("4 to run, 1 already done over 2 processes") == 1
+    assert output.count("batch: 3 done, 1 skipped (already done), 1 failed (line 2)") == 1, output[-3000:]
+    report = json.loads(summary.read_text())
+    assert report["done"] == [1, 3, 5] and report["skipped"] == [4] and list(report["failed"]) == ["2"]
+    assert "noise.wav" in report["failed"]["2"]

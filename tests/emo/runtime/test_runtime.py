@@ -97,9 +97,12 @@ def test_atomic_output_leaves_nothing_on_error_and_normal_permissions(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
 
 
-def test_output_path_creates_the_named_folders_and_refuses_bad_names(tmp_path):
+def test_output_path_checks_the_folders_and_atomic_output_creates_them(tmp_path):
     out = output_path(tmp_path / "a" / "b" / "v.mp4", (".mp4",))
-    assert out.parent.is_dir()
+    assert not (tmp_path / "a").exists()  # a run that fails before writing leaves nothing behind
+    with atomic_output(out) as temp:
+        temp.write_bytes(b"video")
+    assert out.read_bytes() == b"video"
     with pytest.raises(ValueError, match="must end in .mp4"):
         output_path(tmp_path / "v.gif", (".mp4",))
     (tmp_path / "file").write_text("x")
