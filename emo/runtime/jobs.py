@@ -208,7 +208,7 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     config = pipeline.config
     defaults = config.defaults
     size = job.size or defaults.size
-    multiple = config.latent_scale * pipeline.model.backbone.min_latent_multiple
+    multiple = config.latent_scale  # whole latent cells (as EMOPipeline checks)
     if size % multiple:
         raise ValueError(f"--size {size}: this model needs a multiple of {multiple} px; it was trained at "
                          f"{defaults.size} px (leave out --size for that)")
