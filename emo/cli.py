@@ -31,6 +31,7 @@ from .runtime.jobs import (
     add_job_options,
     add_runtime_options,
     checkpoint_or_demo,
+    load_hallo_pipeline,
     load_pipeline,
     prepare_job,
     read_job_inputs,
@@ -44,10 +45,16 @@ logger = logging.getLogger("emo.cli")
 
 def cmd_generate(args) -> None:
     inputs = read_job_inputs(args)
-    checkpoint = checkpoint_or_demo(args.checkpoint)
-    if args.checkpoint is None:
-        print(DEMO_NOTE.format(name=checkpoint.name))
-    pipeline = load_pipeline(checkpoint, pick_device(args.device), args.precision)
+    if args.hallo_dir is not None:
+        if args.checkpoint is not None:
+            raise ValueError("--hallo-dir and --checkpoint both given; --hallo-dir loads Hallo's own files, give one")
+        pipeline = load_hallo_pipeline(args.hallo_dir, pick_device(args.device), args.precision,
+                                       identity=not args.no_identity)
+    else:
+        checkpoint = checkpoint_or_demo(args.checkpoint)
+        if args.checkpoint is None:
+            print(DEMO_NOTE.format(name=checkpoint.name))
+        pipeline = load_pipeline(checkpoint, pick_device(args.device), args.precision)
     video = prepare_job(pipeline, args, inputs)
     with tqdm(total=video.total_steps, desc=f"EMO {video.num_frames} frames", unit="step",
               disable=args.quiet) as bar:
@@ -92,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio", required=True, help="voice audio (wav/mp3/flac/ogg/m4a, any rate)")
     gen.add_argument("--out", required=True, help="output video, .mp4 (H.264+AAC) or .webm (VP9+Opus)")
     add_job_options(gen)
+    gen.add_argument("--hallo-dir", default=None, metavar="PRETRAINED_MODELS",
+                     help="Hallo's unchanged pretrained_models folder (hallo/net.pth, sd-vae-ft-mse, "
+                          "wav2vec/wav2vec2-base-960h, face_analysis/models, audio_separator, "
+                          "stable-diffusion-v1-5/unet/config.json): Hallo with its identity, masks and audio "
+                          "front end; replaces --checkpoint")
     add_runtime_options(gen)
     gen.set_defaults(run=cmd_generate)
 
