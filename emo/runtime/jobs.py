@@ -111,11 +111,8 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     portrait = prepare_portrait(inputs.image, size, job.crop, mask=source_mask)
     fps = job.fps or defaults.fps
     features = encode_job_audio(pipeline, job, inputs, fps)
-    if getattr(job, "no_identity", False) and pipeline.model.config.family == "hallo":
-        from ..families.hallo.portrait import attach_identity
-
-        source = getattr(pipeline.model, "hallo_identity", None)
-        attach_identity(pipeline.model, None if source is None else source.folder, identity=False)
+    if pipeline.model.config.family == "hallo":
+        hallo_identity_for(pipeline.model, job)
     weights = (job.pose_weight, job.face_weight, job.lip_weight)
     settings = GenerationSettings(size=size, fps=fps, steps=job.steps, seed=job.seed,
                                   guidance_scale=job.guidance, scheduler=job.scheduler,
@@ -131,6 +128,24 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
 
 
 AUTO_VOCAL_MODEL = "auto"
+
+
+def hallo_identity_for(model, job) -> None:
+    """A Hallo model's identity source for this job: --face-analysis DIR (a model loaded with
+    --checkpoint), --no-identity, else what the model was loaded with (--hallo-dir's folder).
+    Each job starts from the loaded model's own source (batch jobs share the model)."""
+    from ..families.hallo.portrait import attach_identity
+
+    if not hasattr(model, "loaded_hallo_identity"):
+        model.loaded_hallo_identity = getattr(model, "hallo_identity", None)
+    loaded = model.loaded_hallo_identity
+    folder = getattr(job, "face_analysis", None) or (None if loaded is None else loaded.folder)
+    no_identity = getattr(job, "no_identity", False)
+    if folder is None and not no_identity:
+        if hasattr(model, "hallo_identity"):
+            del model.hallo_identity  # the family then asks for --face-embedding or an identity choice
+        return
+    attach_identity(model, folder, identity=not no_identity)
 
 
 def vocal_model_for(job) -> Path | None:
@@ -277,6 +292,10 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     option("--face-embedding", default=None,
            help="Hallo models: a precomputed ArcFace embedding of the portrait, 512 values (.npy/.pt/.safetensors); "
                 "default: computed from the Hallo folder's face_analysis/models (insightface antelopev2)")
+    option("--face-analysis", default=None, metavar="DIR",
+           help="Hallo checkpoints given with --checkpoint: Hallo's face_analysis folder (models/ holds "
+                "scrfd_10g_bnkps.onnx, glintr100.onnx, 2d106det.onnx) for the identity and face/lip masks; "
+                "--hallo-dir brings its own")
     option("--no-identity", action="store_true",
            help="Hallo models: run without the portrait's identity embedding (zeros, as Hallo does for a photo "
                 "without a face); by choice only: without it a Hallo run needs face_analysis/models")

@@ -103,7 +103,8 @@ class HalloFamily(ModelFamily):
                 raise ValueError(
                     "Hallo: no identity source; Hallo conditions on the portrait's ArcFace embedding from "
                     "pretrained_models/face_analysis/models/ (scrfd_10g_bnkps.onnx, glintr100.onnx): load the model "
-                    "from the Hallo folder (--hallo-dir, or EMO Load Hallo's hallo_dir), give --face-embedding, or "
+                    "from the Hallo folder (--hallo-dir, or EMO Load Hallo's hallo_dir), give its face_analysis folder "
+                    "(--face-analysis), give --face-embedding, or "
                     "choose to run without identity (--no-identity)")
             return hallo_portrait(reference, None, embedding=face_embedding)
         return hallo_portrait(reference, source.folder, identity=source.identity, embedding=face_embedding,

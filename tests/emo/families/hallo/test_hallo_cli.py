@@ -85,3 +85,19 @@ def test_help_names_hallos_files_not_buffalo(capsys):
     text = capsys.readouterr().out
     assert "--hallo-dir" in text and "--no-identity" in text and "--separate-vocals" in text
     assert "antelopev2" in text and "buffalo" not in text
+
+
+def test_converted_hallo_checkpoint_takes_face_analysis_or_an_explicit_choice(setup, tmp_path, capsys):
+    from emo.checkpoints import save_checkpoint
+    from emo.families.hallo.folder import load_hallo_folder
+
+    model, _ = load_hallo_folder(setup["root"])
+    checkpoint = save_checkpoint(model, tmp_path / "hallo.safetensors")
+    assert generate(setup, tmp_path / "a.mp4", "--checkpoint", str(checkpoint)) == 2
+    err = _error(capsys)
+    assert "--no-identity" in err and "face_analysis" in err
+    assert not (tmp_path / "a.mp4").exists()
+    out = tmp_path / "b.mp4"
+    assert generate(setup, out, "--checkpoint", str(checkpoint), "--face-analysis",
+                    str(setup["root"] / "face_analysis")) == 0, capsys.readouterr().err
+    assert frames(out).shape == (8, 128, 128, 3)
