@@ -12,7 +12,11 @@ Hallo (fudan-generative-vision/hallo, MIT) is EMO-like; where it differs, this m
   contexts alternating (u, c, u, c, ...), and its reader tiles that batch over the frames;
 - its inference leaves the UNet in training mode: plain levels run resnets only (see
   `HalloOptions.inference_path`);
-- no speed layers; first-clip motion frames are copies of the reference.
+- no speed layers; first-clip motion frames are copies of the reference;
+- what it reads from the portrait (`portrait_conditioning`): the raw ArcFace embedding of the
+  largest face and landmark masks, from the user's face_analysis folder (`portrait.py`);
+- its audio front end (`encode_audio`, `audio.py`): CNN features resampled to the frame count
+  before the transformer, the audio padded to whole clips.
 The parity fixtures (shared/fixtures/hallo_parity, README) document each of these.
 """
 
