@@ -118,3 +118,23 @@ def test_missing_face_analysis_is_an_error_unless_identity_is_off(hallo_dir, tmp
         load_hallo_folder(root)
     model, folder = load_hallo_folder(root, identity=False)
     assert folder.face_analysis is None and model.hallo_identity.identity is False
+
+
+def test_face_models_are_loaded_once_and_freed_with_the_model(arcface_hallo_dir):
+    import gc
+
+    from emo.faces import face_analysis
+
+    root, _ = arcface_hallo_dir
+    models_dir = str((root / "face_analysis" / "models").resolve())
+    face_analysis.free_face_analysis()
+    model, _ = load_hallo_folder(root)
+    reference = torch.nn.functional.interpolate(load_image(face_fixture() / "photos" / PHOTO).permute(2, 0, 1)[None],
+                                                size=(128, 128), mode="bilinear", antialias=True)[0].permute(1, 2, 0)
+    model.family.portrait_conditioning(model, reference, None)
+    cached = [v for k, v in face_analysis._CACHE.items() if k[0] == models_dir]
+    model.family.portrait_conditioning(model, reference, None)
+    assert len(cached) == 1 and [v for k, v in face_analysis._CACHE.items() if k[0] == models_dir] == cached
+    del model
+    gc.collect()
+    assert not any(k[0] == models_dir for k in face_analysis._CACHE)
