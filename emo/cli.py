@@ -48,6 +48,7 @@ from .runtime.jobs import (  # noqa: E402
     add_runtime_options,
     checkpoint_or_demo,
     echomimic_pipeline,
+    load_hallo_pipeline,
     load_pipeline,
     prepare_job,
     read_job_inputs,
@@ -77,7 +78,14 @@ def cmd_generate(args) -> None:
     inputs = read_job_inputs(args)
     device = pick_device(args.device)
     threads = setup_run(args.threads, args.deterministic)
-    pipeline = echomimic_pipeline(args, device)  # None without --echomimic-dir
+    if args.hallo_dir is not None and args.echomimic_dir is not None:
+        raise ValueError("--hallo-dir and --echomimic-dir both given; give one model")
+    if args.hallo_dir is not None:
+        if args.checkpoint is not None:
+            raise ValueError("--hallo-dir and --checkpoint both given; --hallo-dir loads Hallo's own files, give one")
+        pipeline = load_hallo_pipeline(args.hallo_dir, device, args.precision, identity=not args.no_identity)
+    else:
+        pipeline = echomimic_pipeline(args, device)  # None without --echomimic-dir
     if pipeline is None:
         checkpoint = checkpoint_or_demo(args.checkpoint)
         if args.checkpoint is None:
@@ -193,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output video, .mp4 (H.264+AAC) or .webm (VP9+Opus); missing folders are created")
     add_job_options(gen)
     add_echomimic_options(gen)
+    gen.add_argument("--hallo-dir", default=None, metavar="PRETRAINED_MODELS",
+                     help="Hallo's unchanged pretrained_models folder (hallo/net.pth, sd-vae-ft-mse, "
+                          "wav2vec/wav2vec2-base-960h, face_analysis/models, audio_separator, "
+                          "stable-diffusion-v1-5/unet/config.json): Hallo with its identity, masks and audio "
+                          "front end; replaces --checkpoint")
     add_runtime_options(gen)
     gen.set_defaults(run=cmd_generate)
 

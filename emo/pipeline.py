@@ -384,6 +384,7 @@ class EMOPipeline:
         use_cfg = s.guidance_scale > 1.0
         rows = (False, True) if use_cfg else None  # guidance rows [uncond, cond]
         schedule = family.clip_schedule(model.config)
+        face_embedding = family.portrait_conditioning(model, pixels[0].permute(1, 2, 0).float().cpu(), face_embedding)
         video = family.video_conditioning(model, mask=mask, face_embedding=face_embedding,
                                           motion_frames=0 if schedule else n, region_scales=s.region_scales,
                                           use_cfg=use_cfg, latent_hw=(h, w))

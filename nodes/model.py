@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,38 +294,101 @@ class EMOComponentLoader:
 
 # ---- EMOHalloLoader --------------------------------------------------------------------------------
 HALLO_NODE = "EMO Load Hallo"
+NO_HALLO_DIR = "none"  # hallo_dir: use the three files chosen above
+FROM_HALLO_DIR = "(from hallo_dir)"  # net/vae/wav2vec2 widgets when a hallo_dir is chosen
+IDENTITY_CHOICES = ("on", "off")
+
+
+def list_hallo_dirs() -> list[str]:
+    """Hallo pretrained_models folders under the hallo model folders: every subfolder (or the
+    folder itself, listed as '.') that holds hallo/net.pth."""
+    names = set()
+    for folder in services.model_folders(services.HALLO_FOLDER):
+        if (folder / "hallo" / "net.pth").is_file():
+            names.add(".")
+        if folder.is_dir():
+            names.update(child.name for child in folder.iterdir() if (child / "hallo" / "net.pth").is_file())
+    return sorted(names)
+
+
+def resolve_hallo_dir(name: str) -> Path:
+    relative = Path(os.path.normpath("/" + name)).relative_to("/")  # no escaping the folder
+    folders = services.model_folders(services.HALLO_FOLDER)
+    for folder in folders:
+        if (folder / relative).is_dir():
+            return folder / relative
+    raise FileNotFoundError(f"{HALLO_NODE}: no Hallo folder {name!r} in the hallo model folders "
+                            f"({', '.join(str(f) for f in folders) or '(none)'}); copy Hallo's pretrained_models "
+                            "folder into ComfyUI/models/hallo/ and refresh the page")
+
+
+def _face_analysis_beside(net: Path) -> Path | None:
+    """Hallo's face_analysis folder for a net.pth picked on its own: beside its hallo/ folder
+    (an unchanged pretrained_models copy), else at the top of a hallo model folder."""
+    candidates = [net.parent.parent / "face_analysis"]
+    candidates += [folder / "face_analysis" for folder in services.model_folders(services.HALLO_FOLDER)]
+    return next((c for c in candidates if c.is_dir()), None)
 
 
 def load_hallo(net_name: str, vae_name: str, wav2vec2_name: str, precision: str = "auto", *,
-               config: EMOConfig | None = None) -> EMOModelHandle:
-    """EMOHalloLoader's body: Hallo's net.pth from models/hallo + VAE + wav2vec2 -> a model in
-    Hallo mode. `config`: the architecture (default Hallo's released one; tests pass a tiny one)."""
+               config: EMOConfig | None = None, hallo_dir: str = NO_HALLO_DIR, identity: str = "on",
+               temporal_heads: int | None = None) -> EMOModelHandle:
+    """EMOHalloLoader's body: a Hallo pretrained_models folder from models/hallo (`hallo_dir`), or
+    Hallo's net.pth from models/hallo + VAE + wav2vec2, -> a model in Hallo mode with its identity
+    source (face_analysis; identity "off" is the user's choice). `config` / `temporal_heads`: the
+    architecture (default Hallo's released one; tests pass a tiny one)."""
+    from emo.families.hallo.folder import HALLO_TEMPORAL_HEADS, load_hallo_folder
+    from emo.families.hallo.portrait import attach_identity
+
     _check_precision(HALLO_NODE, precision)
-    net = services.resolve_model_file(services.HALLO_FOLDER, net_name, HALLO_NODE)
-    vae = services.resolve_model_file(VAES, vae_name, HALLO_NODE)
-    wav2vec2 = services.resolve_model_file(AUDIO_ENCODERS, wav2vec2_name, HALLO_NODE)
+    if identity not in IDENTITY_CHOICES:
+        raise ValueError(f"{HALLO_NODE}: identity must be 'on' or 'off', got {identity!r}")
     device = services.torch_device()
     dtype = services.pick_dtype(precision, device)
     try:
+        if hallo_dir != NO_HALLO_DIR:
+            root = resolve_hallo_dir(hallo_dir)
+            model, folder = load_hallo_folder(root, identity=identity == "on", dtype=dtype, option=HALLO_NODE,
+                                              temporal_heads=temporal_heads or HALLO_TEMPORAL_HEADS)
+            info = {"mode": "hallo", "sources": {"hallo_dir": str(root)}}
+            return _on_device(HALLO_NODE, model, f"Hallo {root.name}", dtype, device, info)
+        if FROM_HALLO_DIR in (net_name, vae_name, wav2vec2_name):
+            raise ValueError(f"{HALLO_NODE}: {FROM_HALLO_DIR} is chosen but hallo_dir is none; pick the Hallo "
+                             "folder in hallo_dir, or pick net.pth, the VAE and wav2vec2")
+        net = services.resolve_model_file(services.HALLO_FOLDER, net_name, HALLO_NODE)
+        vae = services.resolve_model_file(VAES, vae_name, HALLO_NODE)
+        wav2vec2 = services.resolve_model_file(AUDIO_ENCODERS, wav2vec2_name, HALLO_NODE)
+        face = _face_analysis_beside(net)
+        if identity == "on" and face is None:
+            raise FileNotFoundError(
+                f"{HALLO_NODE}: no face_analysis folder for Hallo's identity; put Hallo's pretrained_models/"
+                "face_analysis (models/scrfd_10g_bnkps.onnx, glintr100.onnx, 2d106det.onnx) in ComfyUI/models/hallo/, "
+                "pick a whole Hallo folder in hallo_dir, or set identity off")
         model = convert_hallo_file(str(net), vae=vae, wav2vec2=wav2vec2, config=config, dtype=dtype)
+        attach_identity(model, face, identity=identity == "on")
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{HALLO_NODE}: {error}") from error
+        raise FileNotFoundError(_prefixed(error)) from error
     except ValueError as error:
-        raise ValueError(f"{HALLO_NODE}: {error}") from error
+        raise ValueError(_prefixed(error)) from error
     release = hallo_variant(HalloOptions.from_dict(model.config.family_options).variant)  # Hallo, Hallo2, JoyHallo
     info = {"mode": "hallo", "variant": release.name,
             "sources": {"net": str(net), "vae": str(vae), "wav2vec2": str(wav2vec2)}}
     return _on_device(HALLO_NODE, model, f"{release.title} {net.name}", dtype, device, info)
 
 
+def _prefixed(error: Exception) -> str:
+    text = str(error)
+    return text if text.startswith(HALLO_NODE) else f"{HALLO_NODE}: {text}"
+
+
 class EMOHalloLoader:
     DESCRIPTION = (
-        "Loads Hallo's released weights (fudan-generative-vision/hallo, MIT): net.pth from "
-        "ComfyUI/models/hallo plus the VAE (sd-vae-ft-mse) and wav2vec2-base-960h it was trained with. "
-        "The model runs in Hallo mode (16-frame clips, 2 motion frames, zero-SNR v-prediction). Without "
-        "an insightface face embedding the identity comes from the reference image alone. Converting "
-        "is slow; converting once with `python -m emo convert --from hallo ...` into ComfyUI/models/emo "
-        "and using EMO Load Checkpoint loads faster."
+        "Loads Hallo's released weights (fudan-generative-vision/hallo, MIT) in Hallo mode: pick your unchanged "
+        "pretrained_models folder (copied into ComfyUI/models/hallo/) in hallo_dir, or net.pth + the VAE "
+        "(sd-vae-ft-mse) + wav2vec2-base-960h one by one. Identity comes from the folder's face_analysis "
+        "(insightface antelopev2: scrfd_10g_bnkps.onnx, glintr100.onnx) and the face/lip masks from its "
+        "landmarks, as in Hallo; the audio goes through Hallo's own front end. Converting is slow; converting "
+        "once with `python -m emo convert --from hallo ...` into ComfyUI/models/emo loads faster."
     )
     CATEGORY = "EMO/loaders"
     FUNCTION = "load"
@@ -336,17 +400,19 @@ class EMOHalloLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "net_name": (services.list_model_files(services.HALLO_FOLDER), {
+                "net_name": ([FROM_HALLO_DIR, *services.list_model_files(services.HALLO_FOLDER)], {
                     "tooltip": "Hallo's net.pth (pretrained_models/hallo/net.pth) in ComfyUI/models/hallo "
-                               "(or a 'hallo:' folder of extra_model_paths.yaml).",
+                               "(or a 'hallo:' folder of extra_model_paths.yaml); '(from hallo_dir)' with a "
+                               "hallo_dir.",
                 }),
-                "vae_name": (services.list_model_files(VAES, hf_folders=True), {
+                "vae_name": ([FROM_HALLO_DIR, *services.list_model_files(VAES, hf_folders=True)], {
                     "tooltip": "The VAE Hallo uses, sd-vae-ft-mse, from ComfyUI/models/vae (a file or a "
-                               "diffusers folder).",
+                               "diffusers folder); '(from hallo_dir)' with a hallo_dir.",
                 }),
-                "wav2vec2_name": (services.list_model_files(AUDIO_ENCODERS, hf_folders=True), {
+                "wav2vec2_name": ([FROM_HALLO_DIR, *services.list_model_files(AUDIO_ENCODERS, hf_folders=True)], {
                     "tooltip": "wav2vec2-base-960h from ComfyUI/models/audio_encoders: a single weights "
-                               "file, or a Hugging Face folder (config.json + weights, listed as 'name/').",
+                               "file, or a Hugging Face folder (config.json + weights, listed as 'name/'); "
+                               "'(from hallo_dir)' with a hallo_dir.",
                 }),
                 "precision": (list(PRECISIONS), {
                     "default": "auto",
@@ -354,10 +420,24 @@ class EMOHalloLoader:
                                "else fp16.",
                 }),
             },
+            "optional": {
+                "hallo_dir": ([NO_HALLO_DIR, *list_hallo_dirs()], {
+                    "default": NO_HALLO_DIR,
+                    "tooltip": "Hallo's whole pretrained_models folder, copied unchanged into ComfyUI/models/hallo/ "
+                               "(hallo/net.pth, sd-vae-ft-mse, wav2vec, face_analysis, audio_separator, "
+                               "stable-diffusion-v1-5/unet/config.json): replaces the three files above. "
+                               "none: use them.",
+                }),
+                "identity": (list(IDENTITY_CHOICES), {
+                    "default": "on",
+                    "tooltip": "on: Hallo's identity embedding of the portrait's largest face (face_analysis/models). "
+                               "off: run without it (zeros, as Hallo does for a photo without a face).",
+                }),
+            },
         }
 
-    def load(self, net_name, vae_name, wav2vec2_name, precision="auto"):
-        return (load_hallo(net_name, vae_name, wav2vec2_name, precision),)
+    def load(self, net_name, vae_name, wav2vec2_name, precision="auto", hallo_dir=NO_HALLO_DIR, identity="on"):
+        return (load_hallo(net_name, vae_name, wav2vec2_name, precision, hallo_dir=hallo_dir, identity=identity),)
 
 
 # ---- EMOEchoMimicLoader ----------------------------------------------------------------------------

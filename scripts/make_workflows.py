@@ -35,6 +35,8 @@ SPEECH = "emo_sample_speech.wav"
 USER_CHECKPOINT = "my-emo.safetensors"
 HALLO_NET, HALLO_VAE, HALLO_WAV2VEC2 = "net.pth", "sd-vae-ft-mse/", "wav2vec2-base-960h/"
 ECHOMIMIC_WEIGHTS = "pretrained_weights/"  # EchoMimic's folder, as models/echomimic/pretrained_weights/
+# The Hallo workflow names the user's whole pretrained_models folder in models/hallo instead.
+HALLO_DIR, FROM_HALLO_DIR = "pretrained_models", "(from hallo_dir)"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 PACK = "comfyui-emo"  # Comfy Registry id (pyproject.toml)
 NOTE_POS = (40, 740)  # under LoadAudio, clear of nodes that grow with previews
@@ -260,19 +262,21 @@ WORKFLOWS = {
     ),
     "hallo_talking_photo": Graph(
         "Hallo's released weights on a real photo and real speech (needs Hallo's files; see the note).",
-        _graph(loader=Node(1, "EMOHalloLoader", (40, 60), {"net_name": HALLO_NET, "vae_name": HALLO_VAE,
-                                                            "wav2vec2_name": HALLO_WAV2VEC2, "precision": "auto"},
-                           (315, 130)),
+        _graph(loader=Node(1, "EMOHalloLoader", (40, 60), {"net_name": FROM_HALLO_DIR, "vae_name": FROM_HALLO_DIR,
+                                                            "wav2vec2_name": FROM_HALLO_DIR, "precision": "auto",
+                                                            "hallo_dir": HALLO_DIR, "identity": "on"},
+                           (315, 178)),
                image=PHOTO, audio=SPEECH, crop="face", speed=0.5, prefix="EMO/hallo"),
-        [Note(20, NOTE_POS, "Hallo (fudan-generative-vision/hallo, MIT) on a real photo\n\nPut Hallo's files "
-                            "(from its pretrained_models download) here:\n"
-                            "- pretrained_models/hallo/net.pth -> ComfyUI/models/hallo/net.pth\n"
-                            "- pretrained_models/sd-vae-ft-mse/ (the folder) -> ComfyUI/models/vae/sd-vae-ft-mse/\n"
-                            "- pretrained_models/wav2vec/wav2vec2-base-960h/ (the folder) -> "
-                            "ComfyUI/models/audio_encoders/wav2vec2-base-960h/\n"
-                            "then refresh the page. The sample photo and speech come with the pack; use your own "
-                            "frontal portrait and voice. Hallo runs at 512 px, 16-frame clips, 40 steps, cfg 3.5 "
-                            "(its checkpoint's settings, taken when the widgets are 0 / -1).", (315, 400))],
+        [Note(20, NOTE_POS, "Hallo (fudan-generative-vision/hallo, MIT) on a real photo\n\nCopy Hallo's whole "
+                            "pretrained_models download, unchanged, into ComfyUI/models/hallo/ (so that "
+                            "ComfyUI/models/hallo/pretrained_models/hallo/net.pth exists), refresh the page and pick "
+                            "it in hallo_dir. It holds hallo/net.pth, sd-vae-ft-mse/, wav2vec/wav2vec2-base-960h/, "
+                            "stable-diffusion-v1-5/unet/config.json, face_analysis/models/ (insightface antelopev2: "
+                            "Hallo's identity and face/lip masks) and audio_separator/Kim_Vocal_2.onnx (for songs: "
+                            "EMO Separate Vocals before EMO Audio Encode). identity off runs without the face "
+                            "embedding. The sample photo and speech come with the pack; use your own frontal "
+                            "portrait and voice. Hallo runs at 512 px, 16-frame clips, 40 steps, cfg 3.5 (its "
+                            "checkpoint's settings, taken when the widgets are 0 / -1).", (315, 400))],
     ),
     "echomimic_talking_photo": _echomimic_graph("V1"),
     "echomimic_acc_talking_photo": _echomimic_graph("acc"),

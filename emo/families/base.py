@@ -149,6 +149,12 @@ class ModelFamily:
         audio); use_cfg: two guidance rows [uncond, cond], else one; latent_hw: the latent size."""
         raise NotImplementedError(f"{type(self).__name__} does not define its video conditioning")
 
+    def portrait_conditioning(self, model: "EMOModel", reference: torch.Tensor, face_embedding):
+        """What `video_conditioning` receives as `face_embedding` for the square reference
+        (size, size, 3) in 0..1 the video is made of (default: the caller's embedding, unchanged).
+        A family that reads more from the portrait (Hallo: identity and landmark masks) makes it here."""
+        return face_embedding
+
     def check_face_embedding(self, face_embedding) -> None:
         if face_embedding is not None:
             raise ValueError(f"{self.description} models take no face embedding; leave it out.")

@@ -215,8 +215,9 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     source_mask = image_lib.load_image(job.mask).mean(dim=-1) if job.mask is not None else None
     portrait = prepare_portrait(inputs.image, size, job.crop, mask=source_mask)
     fps = job.fps or defaults.fps
-    features = pipeline.encode_audio(inputs.waveform, inputs.sample_rate, fps, start_seconds=job.start,
-                                     duration_seconds=job.duration)
+    features = encode_job_audio(pipeline, job, inputs, fps)
+    if pipeline.model.config.family == "hallo":
+        hallo_identity_for(pipeline.model, job)
     weights = (job.pose_weight, job.face_weight, job.lip_weight)
     settings = GenerationSettings(size=size, fps=fps, steps=job.steps, seed=job.seed,
                                   guidance_scale=job.guidance, scheduler=job.scheduler,
@@ -236,6 +237,72 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
                        reference=portrait.image, mask=portrait.mask, features=features, settings=settings,
                        resolved=resolved, speed=speed, face_embedding=face_embedding, crf=job.crf,
                        paste_back=paste_back_for(job, inputs.image, portrait.info), crop=crop, notes=notes)
+
+
+AUTO_VOCAL_MODEL = "auto"
+
+
+def hallo_identity_for(model, job) -> None:
+    """A Hallo model's identity source for this job: --face-analysis DIR (a model loaded with
+    --checkpoint), --no-identity, else what the model was loaded with (--hallo-dir's folder).
+    Each job starts from the loaded model's own source (batch jobs share the model)."""
+    from ..families.hallo.portrait import attach_identity
+
+    if not hasattr(model, "loaded_hallo_identity"):
+        model.loaded_hallo_identity = getattr(model, "hallo_identity", None)
+    loaded = model.loaded_hallo_identity
+    folder = getattr(job, "face_analysis", None) or (None if loaded is None else loaded.folder)
+    no_identity = getattr(job, "no_identity", False)
+    if folder is None and not no_identity:
+        if hasattr(model, "hallo_identity"):
+            del model.hallo_identity  # the family then asks for --face-embedding or an identity choice
+        return
+    attach_identity(model, folder, identity=not no_identity)
+
+
+def vocal_model_for(job) -> Path | None:
+    """--separate-vocals: the model file, or None when separation is off."""
+    choice = getattr(job, "separate_vocals", None)
+    if choice is None:
+        return None
+    if choice != AUTO_VOCAL_MODEL:
+        return Path(choice)
+    hallo_dir = getattr(job, "hallo_dir", None)
+    if hallo_dir is None:
+        raise ValueError("--separate-vocals without a path needs --hallo-dir (its audio_separator/Kim_Vocal_2.onnx); "
+                         "give the model: --separate-vocals PATH/Kim_Vocal_2.onnx")
+    path = Path(hallo_dir) / "audio_separator" / "Kim_Vocal_2.onnx"
+    if not path.is_file():
+        raise FileNotFoundError(f"--separate-vocals: no {path}; Kim_Vocal_2.onnx comes with Hallo's download "
+                                "(pretrained_models/audio_separator/), or give --separate-vocals PATH")
+    return path
+
+
+def encode_job_audio(pipeline: EMOPipeline, job, inputs: JobInputs, fps: float) -> audio_lib.AudioFeatures:
+    """The job's audio features; with --separate-vocals, those of the separated voice (as Hallo
+    reads it: 16 kHz mono) while the video keeps the original sound."""
+    model_path = vocal_model_for(job)
+    if model_path is None:
+        return pipeline.encode_audio(inputs.waveform, inputs.sample_rate, fps, start_seconds=job.start,
+                                     duration_seconds=job.duration)
+    from ..vocals import separate_vocals, vocals_as_hallo_reads_them
+
+    trimmed = audio_lib.trim(audio_lib.as_channels_first(inputs.waveform, "--separate-vocals"), inputs.sample_rate,
+                             job.start, job.duration)
+    vocals, rate = separate_vocals(trimmed, inputs.sample_rate, model_path, device=pipeline.device)
+    voice = vocals_as_hallo_reads_them(vocals, rate)
+    features = pipeline.encode_audio(voice[None], 16000, fps)
+    return audio_lib.AudioFeatures(features=features.features, fps=features.fps, waveform=trimmed,
+                                   sample_rate=inputs.sample_rate)
+
+
+def load_hallo_pipeline(hallo_dir, device: torch.device, precision: str, *, identity: bool = True) -> EMOPipeline:
+    """--hallo-dir: Hallo's pretrained_models folder -> its pipeline (identity, landmark masks and
+    Hallo's audio front end; see emo.families.hallo.folder)."""
+    from ..families.hallo.folder import load_hallo_folder
+
+    model, _ = load_hallo_folder(hallo_dir, identity=identity, dtype=pick_dtype(precision, device))
+    return EMOPipeline(model, device=device)
 
 
 def job_speed(job, features: audio_lib.AudioFeatures):
@@ -429,8 +496,19 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
         option(f"--{region}-weight", type=WEIGHT, default=None, metavar="W",
                help=f"Hallo models: weight of the audio on the {label} (default: the checkpoint's, 1.0)")
     option("--face-embedding", default=None, metavar="FILE",
-           help="Hallo models: the portrait's ArcFace embedding, 512 values (.npy/.pt/.safetensors) "
-                "(default: zeros)")
+           help="Hallo models: a precomputed ArcFace embedding of the portrait, 512 values (.npy/.pt/.safetensors); "
+                "default: computed from the Hallo folder's face_analysis/models (insightface antelopev2)")
+    option("--face-analysis", default=None, metavar="DIR",
+           help="Hallo checkpoints given with --checkpoint: Hallo's face_analysis folder (models/ holds "
+                "scrfd_10g_bnkps.onnx, glintr100.onnx, 2d106det.onnx) for the identity and face/lip masks; "
+                "--hallo-dir brings its own")
+    option("--no-identity", action="store_true",
+           help="Hallo models: run without the portrait's identity embedding (zeros, as Hallo does for a photo "
+                "without a face); by choice only: without it a Hallo run needs face_analysis/models")
+    option("--separate-vocals", nargs="?", const=AUTO_VOCAL_MODEL, default=None, metavar="KIM_VOCAL_2_ONNX",
+           help="separate the voice from music first (MDX-Net Kim_Vocal_2.onnx; suggested for songs, off for "
+                "speech): the lips follow the vocals, the video keeps the original sound; without a path, the "
+                "--hallo-dir folder's audio_separator/Kim_Vocal_2.onnx")
     return actions
 
 

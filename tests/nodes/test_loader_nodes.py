@@ -14,6 +14,7 @@ import torch
 from nodes import comfy_services as services
 from nodes.audio import EMOAudioEncode
 from nodes.model import (
+    FROM_HALLO_DIR,
     NO_MOTION_MODULE,
     VAE_FROM_CHECKPOINT,
     EMOComponentLoader,
@@ -173,13 +174,21 @@ def hallo(hallo_files):
 
 def test_hallo_loader_lists_the_comfyui_folders(hallo):
     required = EMOHalloLoader.INPUT_TYPES()["required"]
-    assert required["net_name"][0] == ["net.pth", "not-hallo.safetensors"]
-    assert required["vae_name"][0] == ["sd-vae-ft-mse.safetensors"]
-    assert required["wav2vec2_name"][0] == ["wav2vec2-base-960h/"]
+    assert required["net_name"][0] == [FROM_HALLO_DIR, "net.pth", "not-hallo.safetensors"]
+    assert required["vae_name"][0] == [FROM_HALLO_DIR, "sd-vae-ft-mse.safetensors"]
+    assert required["wav2vec2_name"][0] == [FROM_HALLO_DIR, "wav2vec2-base-960h/"]
+    optional = EMOHalloLoader.INPUT_TYPES()["optional"]
+    assert optional["hallo_dir"][0] == ["none"]  # no whole pretrained_models folder here
+    assert optional["identity"][0] == ["on", "off"]
 
 
 def test_hallo_loader_converts_the_files(hallo):
-    handle = load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "auto", config=hallo.config)
+    # No face_analysis folder next to net.pth: identity on is an error that says where the files go.
+    with pytest.raises(FileNotFoundError, match=r"^EMO Load Hallo: no face_analysis folder .*identity off"):
+        load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "auto", config=hallo.config)
+    handle = load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "auto", config=hallo.config,
+                        identity="off")
+    assert handle.model.hallo_identity.identity is False
     assert isinstance(handle, EMOModelHandle) and handle.dtype == torch.float32
     model = handle.model
     assert model.config.family == "hallo" and handle.defaults.first_motion_frames == "reference"  # Hallo mode
@@ -193,7 +202,8 @@ def test_hallo_loader_errors_name_the_node(hallo):
     with pytest.raises(FileNotFoundError, match=r"^EMO Load Hallo: 'gone\.pth' not found in the hallo model folders"):
         load_hallo("gone.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", config=hallo.config)
     with pytest.raises(ValueError, match="^EMO Load Hallo: Hallo conversion: .* belong to none of Hallo's networks"):
-        load_hallo("not-hallo.safetensors", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", config=hallo.config)
+        load_hallo("not-hallo.safetensors", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", config=hallo.config,
+                   identity="off")
     with pytest.raises(ValueError, match="^EMO Load Hallo: unknown precision 'int8'"):
         load_hallo("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "int8")
     # The node itself converts with Hallo's released architecture (its wav2vec2 config from the
@@ -201,4 +211,4 @@ def test_hallo_loader_errors_name_the_node(hallo):
     with pytest.raises(ValueError, match=r"^EMO Load Hallo: Hallo conversion: the audio projection reads 12 layers "
                                          r"x 768 .* gives 3 x 16; use the wav2vec2 model Hallo was trained with "
                                          r"\(pretrained_models/wav2vec/wav2vec2-base-960h\)"):
-        EMOHalloLoader().load("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "fp16")
+        EMOHalloLoader().load("net.pth", "sd-vae-ft-mse.safetensors", "wav2vec2-base-960h/", "fp16", identity="off")

@@ -2,5 +2,7 @@
 
 Modules: `family` (how a Hallo model is built and conditioned), `options` (its checkpoint
 options), `audio_modules` (the regional audio attention), `face_projection` (identity tokens),
-`regions` (region masks), `convert` (Hallo's `net.pth` -> a checkpoint).
+`portrait` (identity embedding and landmark masks of the reference, from the face_analysis folder),
+`masks` (Hallo's masks from landmarks), `regions` (the face-box fallback masks), `audio` (Hallo's audio
+front end), `convert` (Hallo's `net.pth` -> a checkpoint), `folder` (a whole pretrained_models folder).
 """

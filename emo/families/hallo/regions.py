@@ -1,4 +1,6 @@
-"""Hallo's region masks (background / face / lip) from a face-region mask.
+"""Approximate Hallo region masks (background / face / lip) from a face-region mask: the
+fallback used only when no face_analysis folder is given (a --face-embedding file, or identity
+off without the folder). With the folder, `portrait.py` uses Hallo's landmark masks (`masks.py`).
 
 Hallo weights its audio-attention branches by three soft masks made from face landmarks:
 `lip` (blurred mouth region), `face` (blurred face minus lip) and `full` (1 - blurred face, the

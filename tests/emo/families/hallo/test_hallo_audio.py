@@ -115,3 +115,49 @@ def test_bad_inputs_raise_clear_errors():
         hallo_audio_features(model, torch.zeros(1, 0), 16000)
     with pytest.raises(ValueError, match="sample_rate"):
         hallo_audio_features(model, torch.zeros(1, 800), 0)
+
+
+def _hallo_model_with(wav2vec2_model):
+    """A tiny Hallo EMOModel (fixture B's architecture, when present) whose audio encoder is
+    `wav2vec2_model` and whose audio projection reads its layers."""
+    from emo.config import EMOConfig
+    from emo.families.hallo.convert import hallo_config
+    from emo.model import EMOModel
+
+    cfg = wav2vec2_model.config.to_dict()
+    wav2vec2 = {k: cfg[k] for k in EMOConfig.preset("tiny").audio.wav2vec2 if k in cfg}
+    tiny = EMOConfig.preset("tiny")
+    unet = {"block_out_channels": [32, 32], "down_block_types": ["CrossAttnDownBlock3D", "DownBlock3D"],
+            "layers_per_block": 1, "attention_head_dim": [2, 4], "cross_attention_dim": 8, "norm_num_groups": 8}
+    extra = {"audio_attention_dim": 8, "motion_module_kwargs": {"num_attention_heads": 2}}
+    config = hallo_config(unet, extra, face_locator={"block_out_channels": (8, 8, 8, 32)},
+                          imageproj={"clip_embeddings_dim": 8, "clip_extra_context_tokens": 2},
+                          audioproj={"seq_len": 5, "blocks": cfg["num_hidden_layers"], "channels": cfg["hidden_size"],
+                                     "intermediate_dim": 8, "output_dim": 8, "context_tokens": 2},
+                          wav2vec2=wav2vec2, vae=tiny.vae)
+    torch.manual_seed(0)
+    model = EMOModel(config).eval()
+    model.audio_encoder.load_state_dict(wav2vec2_model.state_dict())
+    return model
+
+
+def test_hallo_family_audio_path_is_hallos(fixture):
+    """End to end: EMOPipeline.encode_audio of a Hallo model gives Hallo's audio_emb for the frames
+    the audio covers (the clip padding is in the transformer's context, as in Hallo)."""
+    from emo.pipeline import EMOPipeline
+
+    run, t = fixture["run"], fixture["t"]
+    if run["clip_length"] <= 0:
+        pytest.skip("this fixture has no clip length (Hallo's get_embedding path)")
+    model = _hallo_model_with(fixture["model"])
+    model.config.defaults.frames_per_clip = run["clip_length"]
+    audio = EMOPipeline(model).encode_audio(fixture["waveform"], run["file_sample_rate"], run["fps"])
+    assert audio.num_frames == run["audio_length"]
+    _assert_close(audio.features, t["output.audio_emb"][: run["audio_length"]], 1e-5)
+    # EMO's own front end (transformer at 50 Hz, resampled after) is not Hallo's.
+    from emo.audio import encode_audio
+
+    emo_features = encode_audio(model.audio_encoder, fixture["waveform"], run["file_sample_rate"], run["fps"]).features
+    assert (emo_features[: run["audio_length"]] - audio.features).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="whole number"):
+        EMOPipeline(model).encode_audio(fixture["waveform"], run["file_sample_rate"], 29.97)

@@ -25,10 +25,16 @@ from emo.schedulers import make_scheduler
 from tests.emo.weights import formats
 from tests.helpers import SHARED, missing_fixture
 
-FIXTURES = Path(os.environ.get("EMO_HALLO_FIXTURES", SHARED / "fixtures" / "hallo_parity"))
+# Every fixture in the shared folder, in the repository's own folder (configurations the shared
+# one lacks: per-level heads, 2 layers per block, other norm groups) and in EMO_HALLO_FIXTURES.
 # Hallo2's and JoyHallo's fixtures (their JSON names the variant) are test_hallo_lineage.py's.
-FIXTURE_FILES = sorted(p for p in FIXTURES.glob("*.safetensors")
-                       if json.loads(p.with_suffix(".json").read_text()).get("variant", "hallo") == "hallo")
+SHARED_FIXTURES = SHARED / "fixtures" / "hallo_parity"
+FIXTURE_DIRS = [SHARED_FIXTURES, Path(__file__).resolve().parents[3] / "fixtures" / "hallo_parity"]
+if os.environ.get("EMO_HALLO_FIXTURES"):
+    FIXTURE_DIRS.append(Path(os.environ["EMO_HALLO_FIXTURES"]))
+FIXTURE_FILES = sorted({p.resolve() for d in FIXTURE_DIRS for p in d.glob("*.safetensors")
+                        if json.loads(p.with_suffix(".json").read_text()).get("variant", "hallo") == "hallo"})
+FIXTURES = SHARED_FIXTURES
 
 
 def test_full_size_hallo_keys_all_map():
@@ -68,6 +74,13 @@ def fixture(request):
     if request.param is None:
         missing_fixture(f"Hallo parity fixtures (*.safetensors) in {FIXTURES}")
     return load_fixture(request.param)
+
+
+def test_shared_hallo_fixtures_are_present():
+    """The repository's own fixtures never stand in for the shared ones."""
+    if not list(SHARED_FIXTURES.glob("*.safetensors")):
+        missing_fixture(f"Hallo parity fixtures (*.safetensors) in {SHARED_FIXTURES}")
+    assert any(p.parent == SHARED_FIXTURES.resolve() for p in FIXTURE_FILES)
 
 
 def load_fixture(path: Path) -> dict:
@@ -152,13 +165,21 @@ def _variant_model(fixture, **hallo_changes):
 def test_fp32_bank_variant(fixture):
     model = _variant_model(fixture, reference_bank_fp16=False)
     noise = _one_step(model, fixture["t"], fixture["meta"])["noise"]
-    _close(noise, fixture["t"]["output.variant.bank_fp32.noise_pred"], 2e-5)
+    # 2e-5, or Hallo's own fp32-vs-fp64 spread on this path where the fixture measured a larger
+    # one (fixture C: 2.5e-5).
+    spread = fixture["meta"].get("observed_differences", {}).get("fp32_vs_fp64", {})
+    measured = [v["max_abs"] for k, v in spread.items() if k.startswith("output.variant.bank_fp32")]
+    _close(noise, fixture["t"]["output.variant.bank_fp32.noise_pred"], max([2e-5, *measured]))
 
 
 def test_eval_mode_variant(fixture):
     model = _variant_model(fixture, inference_path="eval")
     noise = _one_step(model, fixture["t"], fixture["meta"])["noise"]
-    _close(noise, fixture["t"]["output.variant.evalmode.noise_pred"], 2e-5)
+    # The eval path runs the plain levels' motion modules, which at a 1x1 latent (fixtures B, C)
+    # normalise groups of a few values: Hallo's own fp32 and fp64 runs of this path differ by
+    # 1.5e-4 there (the fixture generator's observed_differences), so the main output's
+    # tolerance applies, not the tight one.
+    _close(noise, fixture["t"]["output.variant.evalmode.noise_pred"], 3e-4, 1e-4)
 
 
 def test_no_guidance_variant(fixture):
