@@ -54,9 +54,10 @@ def test_generate_from_a_hallo_folder(setup, capsys):
 
 
 def _error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
+    """The one error line (a size warning may come before it: the tiny folder runs at 128 px)."""
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if " warning: " not in line]
+    assert len(lines) == 1 and lines[0].startswith("emo generate: error: "), lines
+    return lines[0]
 
 
 def test_folder_errors_are_one_line_and_say_where_files_go(setup, tmp_path, capsys):
@@ -80,9 +81,8 @@ def test_folder_errors_are_one_line_and_say_where_files_go(setup, tmp_path, caps
 
 
 def test_help_names_hallos_files_not_buffalo(capsys):
-    with pytest.raises(SystemExit):
-        main(["generate", "--help"])
-    text = capsys.readouterr().out
+    assert main(["generate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
     assert "--hallo-dir" in text and "--no-identity" in text and "--separate-vocals" in text
     assert "antelopev2" in text and "buffalo" not in text
 
