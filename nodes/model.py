@@ -301,13 +301,18 @@ IDENTITY_CHOICES = ("on", "off")
 
 def list_hallo_dirs() -> list[str]:
     """Hallo pretrained_models folders under the hallo model folders: every subfolder (or the
-    folder itself, listed as '.') that holds hallo/net.pth."""
+    folder itself, listed as '.') that holds hallo/net.pth (Hallo2: hallo2/, JoyHallo: joyhallo/)."""
+    from emo.families.hallo.lineage import VARIANTS
+
+    def holds_net(path: Path) -> bool:  # hallo/net.pth, hallo2/net.pth or joyhallo/net.pth
+        return any((path / v.net_path).is_file() for v in VARIANTS.values())
+
     names = set()
     for folder in services.model_folders(services.HALLO_FOLDER):
-        if (folder / "hallo" / "net.pth").is_file():
+        if holds_net(folder):
             names.add(".")
         if folder.is_dir():
-            names.update(child.name for child in folder.iterdir() if (child / "hallo" / "net.pth").is_file())
+            names.update(child.name for child in folder.iterdir() if child.is_dir() and holds_net(child))
     return sorted(names)
 
 

@@ -30,10 +30,9 @@ from torch import nn
 from ...models.unet import BackboneOptions, ReferenceOptions, SitePlan
 from ... import audio as audio_lib
 from ..base import ModelFamily, VideoConditioning
-from .audio import hallo_audio_features
 from .audio_modules import RegionAudioInputs, region_audio_module
 from .face_projection import FaceEmbeddingProjection
-from .hallo2 import mask_motion_pixels
+from .hallo2 import lineage_audio_features, mask_motion_pixels
 from .options import HalloOptions
 from .portrait import HalloPortrait, box_level_masks, hallo_portrait
 
@@ -93,8 +92,9 @@ class HalloFamily(ModelFamily):
                                  start_seconds, duration_seconds)
         trimmed = trimmed.detach().to("cpu", torch.float32).contiguous()
         clip = model.config.defaults.frames_per_clip
-        hallo = hallo_audio_features(model.audio_encoder, trimmed, int(sample_rate), int(fps), clip_length=clip,
-                                     progress=progress)
+        # Hallo2 cuts long audio into 60 s pieces (its options say so); Hallo and JoyHallo run it whole.
+        hallo = lineage_audio_features(self.options(model.config), model.audio_encoder, trimmed, int(sample_rate),
+                                       int(fps), clip_length=clip, progress=progress)
         return audio_lib.AudioFeatures(features=hallo.features[:hallo.num_frames], fps=float(fps), waveform=trimmed,
                                        sample_rate=int(sample_rate))
 

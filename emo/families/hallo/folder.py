@@ -12,6 +12,10 @@ Hallo's README has users download one folder laid out as::
       audio_separator/Kim_Vocal_2.onnx      MDX-Net vocal separation (optional: songs)
       motion_module/mm_sd_v15_v2.ckpt       not read: net.pth already holds Hallo's trained motion modules
 
+Hallo2's folder is the same with `hallo2/net.pth`; JoyHallo's has `joyhallo/net.pth` and its
+speech encoder in `chinese-wav2vec2-base/` (`lineage.VARIANTS`); the release is read from which
+net.pth is there (and JoyHallo's from its keys).
+
 The architecture is read from the folder (the UNet's config.json, the VAE's and wav2vec2's
 config.json) and from the shapes in net.pth (face locator, identity and audio projections,
 motion modules); only the temporal attention's head count is not in any file and is Hallo's
@@ -32,6 +36,7 @@ from diffusers import AutoencoderKL
 
 from ...weights.files import open_weights
 from .convert import build_hallo_model, hallo_config
+from .lineage import VARIANTS, check_variant_keys, detect_variant
 from .portrait import REQUIRED_FACE_FILES, attach_identity
 
 logger = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ class HalloFolder:
     unet_config: Path
     face_analysis: Path | None  # None when face_analysis/models is absent
     vocal_model: Path | None  # None when audio_separator/Kim_Vocal_2.onnx is absent
+    release: str = "hallo"  # whose layout: "hallo", "hallo2" (hallo2/net.pth) or "joyhallo" (joyhallo/net.pth)
 
 
 def locate_hallo_folder(root: str | os.PathLike, *, option: str = "--hallo-dir") -> HalloFolder:
@@ -68,16 +74,30 @@ def locate_hallo_folder(root: str | os.PathLike, *, option: str = "--hallo-dir")
     if not root.is_dir():
         raise FileNotFoundError(f"{option}: no folder at '{root}'; give Hallo's pretrained_models folder "
                                 "(hallo/net.pth, sd-vae-ft-mse/, wav2vec/, face_analysis/, ...)")
-    for key, (relative, what) in LAYOUT.items():
+    # Hallo2 and JoyHallo keep the same layout with their own net.pth (hallo2/, joyhallo/) and,
+    # for JoyHallo, its own speech encoder (chinese-wav2vec2-base/).
+    release = next((name for name, v in VARIANTS.items() if (root / v.net_path).is_file()), "hallo")
+    layout = dict(LAYOUT)
+    if release != "hallo":
+        title = VARIANTS[release].title
+        layout["net"] = (VARIANTS[release].net_path, f"{title}'s weights")
+        layout["wav2vec2"] = (f"{VARIANTS[release].wav2vec2_path}/config.json",
+                              f"{title}'s speech encoder {Path(VARIANTS[release].wav2vec2_path).name} "
+                              "(a Hugging Face folder)")
+    for key, (relative, what) in layout.items():
+        if key == "net" and release == "hallo" and not (root / relative).is_file():
+            raise FileNotFoundError(f"{option}: no net.pth in '{root}'; Hallo's weights go at '{root / relative}' "
+                                    f"(Hallo2: '{root / VARIANTS['hallo2'].net_path}', JoyHallo: "
+                                    f"'{root / VARIANTS['joyhallo'].net_path}')")
         if not (root / relative).is_file():
             raise FileNotFoundError(f"{option}: {relative} missing in '{root}'; it is {what} and goes at "
                                     f"'{root / relative}' (Hallo's pretrained_models layout)")
     face = root / "face_analysis"
     vocal = root / VOCAL_MODEL
-    return HalloFolder(root=root, net=root / LAYOUT["net"][0], vae=(root / LAYOUT["vae"][0]).parent,
-                       wav2vec2=(root / LAYOUT["wav2vec2"][0]).parent, unet_config=root / LAYOUT["unet_config"][0],
+    return HalloFolder(root=root, net=root / layout["net"][0], vae=(root / layout["vae"][0]).parent,
+                       wav2vec2=(root / layout["wav2vec2"][0]).parent, unet_config=root / layout["unet_config"][0],
                        face_analysis=face if face.is_dir() else None,
-                       vocal_model=vocal if vocal.is_file() else None)
+                       vocal_model=vocal if vocal.is_file() else None, release=release)
 
 
 def _read_json(path: Path) -> dict:
@@ -112,6 +132,9 @@ def hallo_folder_config(folder: HalloFolder, state, *, temporal_heads: int = HAL
         raise ValueError(f"Hallo folder: net.pth's audio projection reads {flat} values per frame, not a whole "
                          f"window of {blocks} x {channels} wav2vec2 features; is {folder.wav2vec2} the wav2vec2 "
                          "Hallo was trained with?")
+    # The release: JoyHallo from its keys (one audio attention), Hallo2 from its folder.
+    release = "hallo2" if folder.release == "hallo2" else detect_variant(state.keys(), folder.net)
+    check_variant_keys(release, state.keys())
     context = _shape(state, "imageproj.norm.weight", folder)[0]
     tokens_x_context, embedding_dim = _shape(state, "imageproj.proj.weight", folder)
     conv_in = _shape(state, "face_locator.conv_in.weight", folder)
@@ -133,7 +156,7 @@ def hallo_folder_config(folder: HalloFolder, state, *, temporal_heads: int = HAL
         audioproj={"seq_len": flat // (blocks * channels), "blocks": blocks, "channels": channels,
                    "intermediate_dim": intermediate, "output_dim": output_dim,
                    "context_tokens": _shape(state, "audioproj.proj3.weight", folder)[0] // output_dim},
-        wav2vec2=wav2vec2, vae=vae, name=f"hallo ({folder.root.name})",
+        wav2vec2=wav2vec2, vae=vae, name=f"{folder.release} ({folder.root.name})", variant=release,
     )
 
 

@@ -138,3 +138,27 @@ def test_face_models_are_loaded_once_and_freed_with_the_model(arcface_hallo_dir)
     del model
     gc.collect()
     assert not any(k[0] == models_dir for k in face_analysis._CACHE)
+
+
+def test_a_hallo2_folder_loads_as_hallo2(hallo_dir, tmp_path):
+    # Hallo2's pretrained_models keeps net.pth in hallo2/ (same keys as Hallo's): the release is
+    # read from the folder, with Hallo2's long-audio pieces and motion-frame masking.
+    root = tmp_path / "pretrained_models"
+    shutil.copytree(hallo_dir[0], root)
+    (root / "hallo2").mkdir()
+    (root / "hallo" / "net.pth").rename(root / "hallo2" / "net.pth")
+    folder = locate_hallo_folder(root)
+    assert folder.release == "hallo2" and folder.net == root / "hallo2" / "net.pth"
+    model, _ = load_hallo_folder(root, identity=False, temporal_heads=temporal_heads(hallo_dir[1]))
+    options = model.config.family_options
+    assert options["variant"] == "hallo2" and options["motion_mask_rate"] == 0.25
+    assert options["audio_segment_seconds"] == 60.0
+
+
+def test_a_folder_without_any_net_pth_names_every_releases_place(hallo_dir, tmp_path):
+    root = tmp_path / "pretrained_models"
+    shutil.copytree(hallo_dir[0], root)
+    (root / "hallo" / "net.pth").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no net\.pth .*hallo/net\.pth.*Hallo2: .*hallo2/net\.pth.*"
+                                                r"JoyHallo: .*joyhallo/net\.pth"):
+        locate_hallo_folder(root)
