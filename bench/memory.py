@@ -71,6 +71,9 @@ _NODES = textwrap.dedent("""
     from emo.audio import load_audio
     from emo.image import load_image
     from nodes import comfy_services as services
+    from scripts import pack_import
+
+    pack_import.install()
     from nodes.model import EMOModelLoader
     from nodes.reference import EMOLoadReference, EMOFaceRegionMask
     from nodes.audio import EMOAudioEncode

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from emo.audio import AudioFeatures
+from ..emo.audio import AudioFeatures
 
 from . import comfy_services as services
 from .model import EMOModelHandle

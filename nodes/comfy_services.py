@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from emo.checkpoints import ASSETS_DIR
-from emo.runtime import devices
-from emo.runtime.output import atomic_output
-from emo.pipeline import GenerationCancelled
+from ..emo.checkpoints import ASSETS_DIR
+from ..emo.runtime import devices
+from ..emo.runtime.output import atomic_output
+from ..emo.pipeline import GenerationCancelled
 
 logger = logging.getLogger(__name__)
 

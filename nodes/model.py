@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-from emo.checkpoints import CheckpointError, load_checkpoint
-from emo.config import EMOConfig
-from emo.model import EMOModel
-from emo.pipeline import EMOPipeline
-from emo.weights.assemble import assemble
-from emo.families.hallo.convert import convert_hallo_file
-from emo.families.echomimic import convert as echomimic_convert
-from emo.families.hallo.lineage import variant as hallo_variant
-from emo.families.hallo.options import HalloOptions
+from ..emo.checkpoints import CheckpointError, load_checkpoint
+from ..emo.config import EMOConfig
+from ..emo.model import EMOModel
+from ..emo.pipeline import EMOPipeline
+from ..emo.weights.assemble import assemble
+from ..emo.families.hallo.convert import convert_hallo_file
+from ..emo.families.echomimic import convert as echomimic_convert
+from ..emo.families.hallo.lineage import variant as hallo_variant
+from ..emo.families.hallo.options import HalloOptions
 
 from . import comfy_services as services
 
@@ -302,7 +302,7 @@ IDENTITY_CHOICES = ("on", "off")
 def list_hallo_dirs() -> list[str]:
     """Hallo pretrained_models folders under the hallo model folders: every subfolder (or the
     folder itself, listed as '.') that holds hallo/net.pth (Hallo2: hallo2/, JoyHallo: joyhallo/)."""
-    from emo.families.hallo.lineage import VARIANTS
+    from ..emo.families.hallo.lineage import VARIANTS
 
     def holds_net(path: Path) -> bool:  # hallo/net.pth, hallo2/net.pth or joyhallo/net.pth
         return any((path / v.net_path).is_file() for v in VARIANTS.values())
@@ -342,8 +342,8 @@ def load_hallo(net_name: str, vae_name: str, wav2vec2_name: str, precision: str 
     Hallo's net.pth from models/hallo + VAE + wav2vec2, -> a model in Hallo mode with its identity
     source (face_analysis; identity "off" is the user's choice). `config` / `temporal_heads`: the
     architecture (default Hallo's released one; tests pass a tiny one)."""
-    from emo.families.hallo.folder import HALLO_TEMPORAL_HEADS, load_hallo_folder
-    from emo.families.hallo.portrait import attach_identity
+    from ..emo.families.hallo.folder import HALLO_TEMPORAL_HEADS, load_hallo_folder
+    from ..emo.families.hallo.portrait import attach_identity
 
     _check_precision(HALLO_NODE, precision)
     if identity not in IDENTITY_CHOICES:

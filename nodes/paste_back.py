@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from emo.paste_back import DEFAULT_FEATHER, REGIONS, PasteBack
+from ..emo.paste_back import DEFAULT_FEATHER, REGIONS, PasteBack
 
 from . import comfy_services as services
 from .reference import EMOReference

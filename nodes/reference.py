@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emo.faces.boxes import FaceNotFoundError, region_from_mask
-from emo.faces.region import face_region_mask
-from emo.runtime.reference import crop_mask, detect_face_box, face_region_in_crop, prepare_portrait
+from ..emo.faces.boxes import FaceNotFoundError, region_from_mask
+from ..emo.faces.region import face_region_mask
+from ..emo.runtime.reference import crop_mask, detect_face_box, face_region_in_crop, prepare_portrait
 
 from .model import EMOModelHandle
 

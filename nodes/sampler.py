@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from emo.audio import AudioFeatures
-from emo.faces.boxes import FaceNotFoundError
-from emo.image import to_pil
-from emo.pipeline import GenerationSettings, num_clips, progress_total
-from emo.runtime.reference import crop_mask
-from emo.schedulers import SCHEDULERS
+from ..emo.audio import AudioFeatures
+from ..emo.faces.boxes import FaceNotFoundError
+from ..emo.image import to_pil
+from ..emo.pipeline import GenerationSettings, num_clips, progress_total
+from ..emo.runtime.reference import crop_mask
+from ..emo.schedulers import SCHEDULERS
 
 from . import comfy_services as services
 from .audio import readout

@@ -7,8 +7,8 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from emo.pipeline import SpeedCurve
-from emo.speed_from_audio import DEFAULT_MAX_SPEED, DEFAULT_MIN_SPEED, DEFAULT_SMOOTHING, speed_from_audio
+from ..emo.pipeline import SpeedCurve
+from ..emo.speed_from_audio import DEFAULT_MAX_SPEED, DEFAULT_MIN_SPEED, DEFAULT_SMOOTHING, speed_from_audio
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from emo.video import VIDEO_FORMATS, write_video
+from ..emo.video import VIDEO_FORMATS, write_video
 
 from . import comfy_services as services
 from .audio import audio_waveform

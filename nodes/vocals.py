@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from emo.vocals import KIM_VOCAL_2, MODEL_FILE_HINT, VocalSeparator
+from ..emo.vocals import KIM_VOCAL_2, MODEL_FILE_HINT, VocalSeparator
 
 from . import comfy_services as services
 from .audio import audio_waveform

@@ -20,6 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from scripts import pack_import  # noqa: E402  (the nodes import as ComfyUI imports them)
+
+pack_import.install()
 
 from PIL import Image, ImageDraw  # noqa: E402
 

@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "workflows"  # what ComfyUI serves as this pack's templates: workflows only
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from scripts import pack_import  # noqa: E402  (the nodes import as ComfyUI imports them)
+
+pack_import.install()
 
 # What the demo workflows load: the pack's bundled demo model and the sample media the pack
 # copies into ComfyUI's input folder on start (nodes.comfy_services.SAMPLES).

@@ -12,61 +12,29 @@ Why the tests work from any clone folder (`emo`, `ComfyUI-EMO`, `main`, custom_n
      pack folder;
   2. `PackRootIsNotATestPackage` (registered below) collects the pack folder as a plain
      directory, so pytest never imports the pack's `__init__.py` to run package-level setup.
-- Node tests import `nodes...`; `PackImporter` answers that import with the pack loaded the way
-  ComfyUI loads it (the pack folder as a package, here under the fixed name PACK_NAME), and maps
-  `PACK_NAME.emo...` to the library `emo...`. So the node tests keep working when the nodes move
-  from `from emo...` to package-relative imports (`from ..emo...`): the library exists once in
-  the test process either way. This is the one place that decides how node tests import nodes.
+- Node tests import `nodes...`; `scripts/pack_import.py` answers that import with the pack loaded
+  the way ComfyUI loads it (the pack folder as a package, under a fixed name), and maps
+  `<pack>.emo...` to the library `emo...`, since the nodes import the library package-relatively
+  (`from ..emo...`): the library exists once in the test process.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
+from scripts import pack_import
 from tests.helpers import REPO, fixtures_required, randomize_
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-PACK_NAME = "comfyui_emo"  # the package name the pack folder gets in the test process
-
-
-# ---- importing the pack ------------------------------------------------------------------------
-class PackImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports `PACK_NAME` from the pack folder (its `__init__.py`, as ComfyUI does), and answers
-    each alias below with the module of its target name, the same object, never a second copy."""
-
-    ALIASES = {"nodes": f"{PACK_NAME}.nodes", f"{PACK_NAME}.emo": "emo"}
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == PACK_NAME:
-            return importlib.util.spec_from_file_location(PACK_NAME, REPO / "__init__.py",
-                                                          submodule_search_locations=[str(REPO)])
-        for alias, real in self.ALIASES.items():
-            if fullname == alias or fullname.startswith(alias + "."):
-                return importlib.machinery.ModuleSpec(fullname, self, origin=real + fullname[len(alias):])
-        return None
-
-    def create_module(self, spec):
-        module = importlib.import_module(spec.origin)
-        spec.loader_state = module.__spec__  # the import system overwrites __spec__; exec_module restores it
-        return module
-
-    def exec_module(self, module):
-        module.__spec__ = module.__spec__.loader_state
-
-
-if not any(isinstance(finder, PackImporter) for finder in sys.meta_path):
-    sys.meta_path.insert(0, PackImporter())
+# How the node tests import the pack (the nodes import the library package-relatively):
+# scripts/pack_import.py, shared with scripts/ and bench/.
+pack_import.install()
 
 
 class PackRootIsNotATestPackage:

@@ -158,7 +158,7 @@ def bgr_from_image(image) -> np.ndarray:
     array Hallo hands insightface for the same picture (levels rounded like `emo.image.to_pil`)."""
     import torch
 
-    from emo.image import as_image
+    from ..image import as_image
 
     image = as_image(image, "face analysis")
     rgb = (image.detach().cpu().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()

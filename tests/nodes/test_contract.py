@@ -97,7 +97,9 @@ def test_pack_loads_like_comfyui_loads_it_without_importing_comfyui(tmp_path):
                                                                    "comfy_api", "execution"))
         print(json.dumps({{"nodes": sorted(module.NODE_CLASS_MAPPINGS), "web": module.WEB_DIRECTORY,
                           "v3": hasattr(module, "comfy_entrypoint"), "comfy": comfy,
-                          "nodes_module": "nodes" in sys.modules}}))
+                          "nodes_module": "nodes" in sys.modules,
+                          "top_level_emo": sorted(m for m in sys.modules if m.split(".")[0] in ("emo", "tests")),
+                          "path_added": [p for p in sys.path if os.path.abspath(p or ".") == {str(REPO)!r}]}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
@@ -110,6 +112,9 @@ def test_pack_loads_like_comfyui_loads_it_without_importing_comfyui(tmp_path):
     # The pack's nodes package lives under the pack's name; the top-level name "nodes" stays
     # free for ComfyUI's own nodes.py.
     assert info["nodes_module"] is False
+    # Package-relative imports: the library is "ComfyUI-EMO.emo", the pack adds nothing to
+    # sys.path, and its folders (emo, tests, ...) shadow no other pack's modules.
+    assert info["top_level_emo"] == [] and info["path_added"] == []
 
 
 def test_the_nodes_need_only_the_runtime_requirements():
@@ -122,10 +127,12 @@ def test_the_nodes_need_only_the_runtime_requirements():
         import re, sys
         for name in {blocked!r}:
             sys.modules[name] = None  # importing it raises ImportError
+        from scripts import pack_import
+        pack_import.install()  # the pack as ComfyUI loads it
         import nodes
         for cls in nodes.NODE_CLASS_MAPPINGS.values():
             cls.INPUT_TYPES()
-        own = [m.__file__ for n, m in list(sys.modules.items()) if n.split(".")[0] in ("emo", "nodes")
+        own = [m.__file__ for n, m in list(sys.modules.items()) if n.split(".")[0] in ("emo", "nodes", "comfyui_emo")
                and getattr(m, "__file__", None)]
         direct = [f for f in own if re.search(r"^\\s*(import|from) (tqdm|yaml)\\b", open(f).read(), re.M)]
         print("ok" if not direct else direct)

@@ -212,7 +212,7 @@ def attention_masks(masks: HalloMasks, img_size: tuple[int, int] = (512, 512)) -
 
 def landmarker_task(folder: str | os.PathLike) -> Path:
     """Where Hallo keeps its MediaPipe model: <face_analysis>/models/face_landmarker_v2_with_blendshapes.task."""
-    from emo.faces.onnx_models import models_folder
+    from ...faces.onnx_models import models_folder
 
     return models_folder(folder) / LANDMARKER_TASK
 
@@ -263,7 +263,7 @@ def reference_masks(image, folder: str | os.PathLike, face_expand_ratio: float =
     "auto" (MediaPipe when both are there, else 2d106det). Returns (masks, the source used).
     Raises FaceNotFoundError when no face is found.
     """
-    from emo.faces.face_analysis import bgr_from_image, load_face_analysis
+    from ...faces.face_analysis import bgr_from_image, load_face_analysis
 
     if landmark_source not in LANDMARK_SOURCES:
         raise ValueError(f"Hallo masks: unknown landmark_source {landmark_source!r}; use one of "
