@@ -179,7 +179,9 @@ def test_workflow_succeeds_in_comfyui(comfyui, name):
                                                              "format": "auto", "codec": "auto"}}
     entry = _run(comfyui, prompt, ui)
     status = entry["status"]
-    assert status["status_str"] == "success", json.dumps(status["messages"])[-4000:]
+    errors = [f"{d.get('node_type')}: {d.get('exception_type')}: {d.get('exception_message')}"
+              for kind, d in status["messages"] if kind == "execution_error"]
+    assert status["status_str"] == "success", errors or json.dumps(status["messages"])[-4000:]
     (video,) = entry["outputs"][writer]["gifs"]
     path = comfyui["base"] / video["type"] / video["subfolder"] / video["filename"]
     info = probe_video(path)
