@@ -13,6 +13,21 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+# SD1.5's linear-beta noise schedule rescaled to zero terminal SNR, v-prediction, trailing
+# timestep spacing (Lin et al. 2023): what Hallo (configs/inference/default.yaml) and EchoMimic
+# (configs/inference/inference_v2.yaml) both sample with.
+SD15_ZERO_SNR_V_PREDICTION = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+}
+
 # name -> (class, extra config). DDIM is the paper's sampler; DPM-Solver++ and UniPC reach
 # similar quality in fewer steps.
 SCHEDULERS = {

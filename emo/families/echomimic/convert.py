@@ -34,6 +34,7 @@ from ...weights.assemble import initialise_new_layers
 from ...weights.components import load_components
 from ...weights.files import read_folder_config
 from ...weights.layout import put
+from ...schedulers import SD15_ZERO_SNR_V_PREDICTION
 from .files import AUDIO_WIDTH, MOTION_MAX_LEN, read_echomimic_folder
 from .options import EchoMimicOptions
 from .whisper import WhisperDims, encoder_state, read_whisper_checkpoint
@@ -45,17 +46,7 @@ PREFIXES = {"reference_unet": "reference_net.", "denoising_unet": "backbone.", "
 MOTION_HEADS = 8  # configs/inference/inference_v2.yaml
 
 # configs/inference/inference_v2.yaml's noise_scheduler_kwargs, with DDIM (infer_audio2vid*.py).
-ECHOMIMIC_SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "linear",
-    "clip_sample": False,
-    "steps_offset": 1,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "timestep_spacing": "trailing",
-}
+ECHOMIMIC_SCHEDULER = SD15_ZERO_SNR_V_PREDICTION
 
 # What infer_audio2vid.py (V1) and infer_audio2vid_acc.py (acc) run with: 512x512, 24 fps, windows
 # of 12 frames overlapping by 3 (frames_per_clip / motion_frames here), 30 steps at cfg 2.5 / 6

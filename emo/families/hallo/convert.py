@@ -41,6 +41,7 @@ from ...weights.assemble import initialise_new_layers
 from ...weights.components import load_components
 from ...weights.files import open_weights
 from ...weights.layout import put
+from ...schedulers import SD15_ZERO_SNR_V_PREDICTION
 from .lineage import check_variant_keys, detect_variant, variant as lineage_variant
 from .options import HalloOptions
 
@@ -55,17 +56,7 @@ PREFIXES = {
 }
 
 # Hallo's scheduler (configs/inference/default.yaml: zero-SNR v-prediction, trailing spacing).
-HALLO_SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "linear",
-    "clip_sample": False,
-    "steps_offset": 1,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "timestep_spacing": "trailing",
-}
+HALLO_SCHEDULER = SD15_ZERO_SNR_V_PREDICTION
 
 # What scripts/inference.py runs with: 512x512, 16-frame clips, 2 motion frames (the first clip's
 # are copies of the reference), 40 DDIM steps, guidance 3.5, 25 fps, pose/face/lip weights 1.
