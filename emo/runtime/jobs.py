@@ -116,6 +116,7 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     settings = GenerationSettings(size=size, fps=fps, steps=job.steps, seed=job.seed,
                                   guidance_scale=job.guidance, scheduler=job.scheduler,
                                   frames_per_clip=job.frames_per_clip, motion_frames=job.motion_frames,
+                                  overlap_frames=getattr(job, "overlap_frames", None),
                                   region_scales=None if weights == (None,) * 3 else
                                   tuple(1.0 if w is None else w for w in weights))
     face_embedding = load_face_embedding(job.face_embedding) if job.face_embedding else None
@@ -206,6 +207,9 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     option("--scheduler", default="ddim", help="ddim, dpmpp_2m, unipc, euler, ...")
     option("--frames-per-clip", type=int, default=None)
     option("--motion-frames", type=int, default=None)
+    option("--overlap-frames", type=int, default=None,
+           help="frames of the previous clip each clip re-makes, so clips join without a seam (default: the "
+                "model's; 0: clips meet through the motion frames alone)")
     option("--mask", default=None, help="face-region mask image (white = face), same size as --image; "
                                         "skips face detection")
     option("--crop", choices=("face", "center", "pad"), default="face", help="how the portrait is made square")
