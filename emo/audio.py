@@ -102,39 +102,86 @@ def load_audio(path: Union[str, os.PathLike]) -> tuple[torch.Tensor, int]:
                 "load_audio: %r has %d audio streams; using the first", path, len(container.streams.audio)
             )
 
-        pieces: list[np.ndarray] = []
+        buffer = _SampleBuffer(_expected_samples(container, stream))
         sample_rate: Optional[int] = None
         try:
             for frame in container.decode(stream):
                 samples = _audio_frame_to_float32(frame)  # [C, n]
                 if sample_rate is None:
                     sample_rate = int(frame.sample_rate)
-                elif int(frame.sample_rate) != sample_rate or samples.shape[0] != pieces[0].shape[0]:
+                elif int(frame.sample_rate) != sample_rate or samples.shape[0] != buffer.channels:
                     # Streams that change format midway are very rare; mixing them silently would
                     # desynchronise the sound, so refuse instead.
                     raise ValueError(
-                        f"load_audio: {path!r} changes format midway (from {pieces[0].shape[0]} channels at "
+                        f"load_audio: {path!r} changes format midway (from {buffer.channels} channels at "
                         f"{sample_rate} Hz to {samples.shape[0]} channels at {frame.sample_rate} Hz); "
                         f"convert it to a plain wav file first"
                     )
-                pieces.append(samples)
+                buffer.append(samples)
         except av.FFmpegError as error:
             raise ValueError(
                 f"load_audio: {path!r} could not be decoded as audio: {error}; {_SUPPORTED_AUDIO_HINT}"
             ) from error
 
-    total = sum(piece.shape[1] for piece in pieces)
-    if sample_rate is None or total == 0:
+    if sample_rate is None or buffer.length == 0:
         raise ValueError(
             f"load_audio: the audio in {path!r} is empty (0 samples decoded); "
             f"give a file with at least some sound"
         )
-    waveform = torch.from_numpy(np.concatenate(pieces, axis=1))
+    waveform = torch.from_numpy(buffer.samples())
     logger.debug(
         "load_audio: %r -> %d channels, %d samples at %d Hz (%.3f s)",
         path, waveform.shape[0], waveform.shape[1], sample_rate, waveform.shape[1] / sample_rate,
     )
     return waveform, sample_rate
+
+
+def _expected_samples(container, stream) -> int:
+    """The stream's length in samples as its header says (0 when it does not say)."""
+    try:
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / 1_000_000  # av.time_base: microseconds
+        else:
+            return 0
+        return max(0, int(math.ceil(seconds * stream.codec_context.sample_rate)))
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return 0
+
+
+class _SampleBuffer:
+    """Decoded samples gathered into one array sized from the header's length, so a long file is
+    held once, not twice (a list of pieces and then their concatenation). The array grows by
+    half again when a header under-states the length; unused room at the end is never touched,
+    so it costs no memory."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.array: Optional[np.ndarray] = None
+        self.length = 0
+
+    @property
+    def channels(self) -> int:
+        return 0 if self.array is None else self.array.shape[0]
+
+    def append(self, samples: np.ndarray) -> None:
+        n = samples.shape[1]
+        if self.array is None:
+            # A little room past the header's length: codecs pad their last frame.
+            self.array = np.empty((samples.shape[0], max(self.expected + 8192, n)), dtype=np.float32)
+        if self.length + n > self.array.shape[1]:
+            grown = np.empty((self.array.shape[0], max(self.length + n, self.array.shape[1] * 3 // 2)),
+                             dtype=np.float32)
+            grown[:, :self.length] = self.array[:, :self.length]
+            self.array = grown
+        self.array[:, self.length:self.length + n] = samples
+        self.length += n
+
+    def samples(self) -> np.ndarray:
+        """float32 [C, T], contiguous: a view of the buffer (one channel, or a length the header
+        gave exactly), else a copy."""
+        return np.ascontiguousarray(self.array[:, :self.length])
 
 
 # Full-scale value for each integer sample type FFmpeg can hand out.
@@ -202,11 +249,14 @@ def to_mono(waveform: torch.Tensor) -> torch.Tensor:
         waveform: ``[T]``, ``[C, T]`` or ComfyUI's ``[B, C, T]`` (only batch item 0 is used).
 
     Returns:
-        ``[T]``, float (float32 for integer input), on the input's device.
+        ``[T]``, float (float32 for integer input), on the input's device; for one channel of
+        float samples, a view of the input (no copy).
     """
     channels_first = as_channels_first(waveform, "to_mono")
     if not channels_first.is_floating_point():
         channels_first = channels_first.float()
+    if channels_first.shape[0] == 1:
+        return channels_first[0]  # a view: no copy of a long mono clip (the mean of one row is itself)
     return channels_first.mean(dim=0)
 
 
@@ -408,16 +458,29 @@ def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
         float32 ``[T]``: ``(x - mean) / sqrt(var + 1e-7)`` (population variance; the 1e-7 keeps
         silence finite, as in the reference feature extractor).
     """
-    # In blocks: the statistics and the scaling are done in float64 (as one float64 pass would),
-    # but no float64 copy of a long clip is ever held (10 min at 16 kHz would be 77 MB each).
+    flat = waveform.reshape(-1)
+    mean, scale = normalization_statistics(flat)
+    out = torch.empty(flat.shape, dtype=torch.float32)
+    for i in range(0, flat.numel(), _BLOCK):
+        out[i:i + _BLOCK] = _normalized(flat[i:i + _BLOCK], mean, scale)
+    return out.reshape(waveform.shape)
+
+
+def normalization_statistics(waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(mean, scale)`` of :func:`normalize_waveform`, float64 scalars, from ``[T]``.
+
+    In blocks: the sums are done in float64 (as one float64 pass would), but no float64 copy of a
+    long clip is ever held (10 min at 16 kHz would be 77 MB each)."""
     flat = waveform.reshape(-1)
     mean = sum(flat[i:i + _BLOCK].to(torch.float64).sum() for i in range(0, flat.numel(), _BLOCK)) / flat.numel()
     squares = sum(((flat[i:i + _BLOCK].to(torch.float64) - mean) ** 2).sum() for i in range(0, flat.numel(), _BLOCK))
-    scale = torch.sqrt(squares / flat.numel() + 1e-7)
-    out = torch.empty(flat.shape, dtype=torch.float32)
-    for i in range(0, flat.numel(), _BLOCK):
-        out[i:i + _BLOCK] = ((flat[i:i + _BLOCK].to(torch.float64) - mean) / scale).to(torch.float32)
-    return out.reshape(waveform.shape)
+    return mean, torch.sqrt(squares / flat.numel() + 1e-7)
+
+
+def _normalized(segment: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """One piece of a clip normalised with the whole clip's statistics: float32, elementwise, so a
+    piece equals the same samples of :func:`normalize_waveform`'s output exactly."""
+    return ((segment.to(torch.float64) - mean) / scale).to(torch.float32)
 
 
 _BLOCK = 1 << 20  # samples per block of normalize_waveform
@@ -494,10 +557,12 @@ def wav2vec2_hidden_states(
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
 
-    # Normalise on the CPU in float64 for stable statistics over long clips, then cast.
+    # Normalise on the CPU in float64 for stable statistics over long clips, then cast. A clip
+    # long enough for wav2vec2 is normalised chunk by chunk as the chunks are run (the same values),
+    # so no normalised copy of a long clip is held: memory stays flat in the audio's length.
     samples = waveform_16k.detach().to("cpu")
-    samples = normalize_waveform(samples) if normalize else samples.to(torch.float32)
     if samples.shape[0] < receptive_field:
+        samples = normalize_waveform(samples) if normalize else samples.to(torch.float32)
         # Too short for even one wav2vec2 frame. Zeros are the clip's mean after normalisation,
         # i.e. "nothing more happens", which is the least surprising padding.
         logger.debug(
@@ -505,6 +570,14 @@ def wav2vec2_hidden_states(
             samples.shape[0], receptive_field,
         )
         samples = torch.nn.functional.pad(samples, (0, receptive_field - samples.shape[0]))
+        statistics = None  # normalised above
+    else:
+        statistics = normalization_statistics(samples) if normalize else None
+
+    def prepare(segment: torch.Tensor) -> torch.Tensor:
+        """A piece of the clip as wav2vec2 takes it (normalised, float32)."""
+        return segment.to(torch.float32) if statistics is None else _normalized(segment, *statistics)
+
     total_samples = samples.shape[0]
     total_frames = (total_samples - receptive_field) // hop + 1
 
@@ -517,7 +590,7 @@ def wav2vec2_hidden_states(
     if group_norm is not None:
         conv, norm = group_norm
         mean, variance = _whole_clip_channel_statistics(
-            conv, samples, block_samples=chunk_frames * hop, device=device, dtype=dtype
+            conv, samples, block_samples=chunk_frames * hop, device=device, dtype=dtype, prepare=prepare
         )
         hook = norm.register_forward_hook(_fixed_statistics_group_norm(mean, variance))
     elif num_chunks > 1 and getattr(model.config, "feat_extract_norm", None) == "group":
@@ -530,23 +603,27 @@ def wav2vec2_hidden_states(
     try:
         kept = _run_chunks(
             model, samples, total_frames, chunk_frames, context_frames, hop, receptive_field,
-            device, dtype, progress,
+            device, dtype, progress, prepare,
         )
     finally:
         if hook is not None:
             hook.remove()
 
-    # Concatenating outside inference mode gives an ordinary tensor that later training code may use.
-    return torch.cat(kept, dim=0)
+    return kept
 
 
 def _run_chunks(
-    model, samples, total_frames, chunk_frames, context_frames, hop, receptive_field, device, dtype, progress
-) -> list[torch.Tensor]:
-    """Run the model chunk by chunk; returns each chunk's own frames, float32 ``[n_k, L, D]`` on the CPU."""
+    model, samples, total_frames, chunk_frames, context_frames, hop, receptive_field, device, dtype, progress,
+    prepare=None,
+) -> torch.Tensor:
+    """Run the model chunk by chunk; returns the frames, float32 ``[total_frames, L, D]`` on the CPU,
+    written chunk by chunk into one tensor made outside inference mode (an ordinary tensor that
+    later training code may use; one allocation rather than a list and its concatenation, which
+    left the heap fragmented in proportion to the clip's length).
+    ``prepare(segment)``: what a piece of ``samples`` becomes before the model sees it (normalised)."""
     total_samples = samples.shape[0]
     num_chunks = math.ceil(total_frames / chunk_frames)
-    kept: list[torch.Tensor] = []
+    kept: Optional[torch.Tensor] = None
     for chunk in range(num_chunks):
         keep_start = chunk * chunk_frames
         keep_end = min(total_frames, keep_start + chunk_frames)
@@ -558,13 +635,18 @@ def _run_chunks(
         end_sample = (
             total_samples if input_end_frame == total_frames else (input_end_frame - 1) * hop + receptive_field
         )
-        segment = samples[start_sample:end_sample].to(device=device, dtype=dtype)
+        segment = samples[start_sample:end_sample]
+        segment = (segment if prepare is None else prepare(segment)).to(device=device, dtype=dtype)
         with torch.inference_mode():
             outputs = model(segment.unsqueeze(0), output_hidden_states=True)
             layers = torch.stack(outputs.hidden_states[1:], dim=2)[0]  # [n_local, L, D]
             local = layers[keep_start - input_start_frame : keep_end - input_start_frame]
             assert local.shape[0] == keep_end - keep_start, "chunk frames must line up with the global grid"
-            kept.append(local.to(device="cpu", dtype=torch.float32))
+            local = local.to(device="cpu", dtype=torch.float32)
+        if kept is None:
+            kept = torch.empty((total_frames, *local.shape[1:]), dtype=torch.float32)
+        kept[keep_start:keep_end] = local
+        del outputs, layers, local
         if progress is not None:
             progress(chunk + 1, num_chunks)
     return kept
@@ -588,12 +670,13 @@ def _first_layer_group_norm(model) -> Optional[tuple[torch.nn.Conv1d, torch.nn.G
 
 
 def _whole_clip_channel_statistics(
-    conv: torch.nn.Conv1d, samples: torch.Tensor, *, block_samples: int, device, dtype
+    conv: torch.nn.Conv1d, samples: torch.Tensor, *, block_samples: int, device, dtype, prepare=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (biased) variance of ``conv(samples)`` over the whole clip, in blocks.
 
     Args:
         samples: ``[T]`` (CPU); blocks of about ``block_samples`` go to ``device`` one at a time.
+        prepare: what a block of ``samples`` becomes before the conv (normalised), or None.
 
     Returns:
         ``(mean, variance)``, float64 ``[C]`` on the CPU, equal to what ``GroupNorm`` would compute
@@ -608,7 +691,8 @@ def _whole_clip_channel_statistics(
     with torch.inference_mode():
         for first in range(0, positions, block_positions):
             last = min(positions, first + block_positions)  # output positions [first, last)
-            segment = samples[first * stride : (last - 1) * stride + kernel].to(device=device, dtype=dtype)
+            segment = samples[first * stride : (last - 1) * stride + kernel]
+            segment = (segment if prepare is None else prepare(segment)).to(device=device, dtype=dtype)
             output = conv(segment[None, None])[0].float()  # [C, last - first]
             block_mean = output.mean(dim=1)
             block_squares = ((output - block_mean[:, None]) ** 2).sum(dim=1)

@@ -181,9 +181,16 @@ class InferenceDefaults:
     # Weights of the (pose, face, lip) audio branches of families with regional audio
     # attention (Hallo); unused by the others.
     region_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # Frames of the previous clip each clip re-makes to join it without a seam (clip-chained
+    # sampling; see emo.pipeline.GenerationSettings.overlap_frames). 0: the paper's chaining
+    # through the motion frames alone (checkpoints written before this field).
+    overlap_frames: int = 0
 
     def __post_init__(self) -> None:
         self.region_scales = tuple(float(x) for x in self.region_scales)
+        if not 0 <= self.overlap_frames <= self.frames_per_clip:
+            raise ValueError(f"InferenceDefaults: overlap_frames must be between 0 and frames_per_clip "
+                             f"({self.frames_per_clip}), got {self.overlap_frames}.")
         if self.first_motion_frames not in ("zeros", "reference"):
             raise ValueError(
                 "InferenceDefaults: first_motion_frames must be 'zeros' or 'reference', "

@@ -73,13 +73,23 @@ class GenerationSettings:
     # those drift from what the model was trained on, which shows as a jump at every clip seam
     # (demo model: seam ratio 2.9 vs 2.4 with no motion frames at all).
     motion_from_pixels: bool = True
+    # Seams (clip-chained sampling): each clip after the first also denoises the last
+    # `overlap_frames` frames of the clip before it, held on that clip's own denoising path at
+    # every step (temporal inpainting), so the new frames are made in one piece with the frames
+    # they follow; only the new frames are kept. Clips still start every frames_per_clip frames;
+    # each costs (f + overlap) / f of a plain one. 0: clips meet only through the motion frames;
+    # None: the model's default (the demo model's is 4: seam ratio 1.67 -> 1.43, see bench/RESULTS.md).
+    # Windowed sampling (families with a clip schedule) ignores it: its windows overlap anyway.
+    overlap_frames: int | None = None
 
     def resolve(self, defaults: InferenceDefaults) -> "GenerationSettings":
         values = {name: getattr(defaults, name) for name in
                   ("size", "fps", "frames_per_clip", "motion_frames", "steps", "guidance_scale",
-                   "region_scales")
+                   "region_scales", "overlap_frames")
                   if getattr(self, name) is None}
         resolved = replace(self, **values)
+        if self.overlap_frames is None:  # the model's overlap, within a shorter clip asked for
+            resolved.overlap_frames = min(resolved.overlap_frames, max(resolved.frames_per_clip, 0))
         checks = [
             (resolved.size > 0, f"size must be > 0, got {resolved.size}"),
             (resolved.fps > 0, f"fps must be > 0, got {resolved.fps}"),
@@ -88,6 +98,9 @@ class GenerationSettings:
             (resolved.steps >= 1, f"steps must be >= 1, got {resolved.steps}"),
             (resolved.guidance_scale >= 0, f"guidance_scale must be >= 0, got {resolved.guidance_scale}"),
             (resolved.decode_chunk_size >= 1, f"decode_chunk_size must be >= 1, got {resolved.decode_chunk_size}"),
+            (0 <= resolved.overlap_frames <= resolved.frames_per_clip,
+             f"overlap_frames must be between 0 and frames_per_clip ({resolved.frames_per_clip}), "
+             f"got {resolved.overlap_frames}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -404,9 +417,20 @@ class EMOPipeline:
             given = self.encode_reference(self._square_pixels(recent_images, s.size, "motion_images"))[None].to(dtype)
             motion_latents = _last(torch.cat([motion_latents, given], dim=1), n, dim=1)
         motion_speeds = speeds[:1].repeat(n)
+        # Overlap (see GenerationSettings.overlap_frames): the motion frames of a clip are the n
+        # frames before its overlap, so n + o recent latents are kept; `path` holds the previous
+        # clip's last o frames at every denoising step, which the next clip's first o follow.
+        o = min(s.overlap_frames, f) if clips > 1 else 0
+        history = motion_latents  # (1, <= n + o, 4, h, w): the latest frames, VAE-encoded
+        history_speeds = motion_speeds
+        path = None
         for clip in range(clips):
             start = clip * f
-            frame_ids = torch.arange(start, start + f).clamp(max=total - 1)  # last clip: pad by repeat
+            lead = o if clip > 0 else 0  # frames re-made from the previous clip
+            frame_ids = torch.arange(start - lead, start + f).clamp(max=total - 1)  # last clip: pad by repeat
+            if o:
+                motion_latents = history.narrow(1, 0, n) if lead else _last(history, n, dim=1)
+                motion_speeds = history_speeds[:n] if lead else _last(history_speeds, n, dim=0)
             images = video.reference_images(ref_latent, motion_latents)
 
             def run_reference(images=images):
@@ -422,23 +446,31 @@ class EMOPipeline:
             conditions = dict(reference=run_reference(), reference_rows=rows, speed=speed_embedding,
                               face_features=video.face_features, context=video.context_of(tokens),
                               audio=video.audio_of(tokens))
-            with self._running(model.backbone):
-                latents = self._denoise(scheduler, s, generator, (1, 4, f, h, w), conditions, clip, clips,
-                                        callback, should_cancel, None if s.reuse_reference else run_reference,
-                                        batched=s.batch_guidance or video.batched_guidance_only)
             keep = min(f, total - start)
-            frames = self.decode(latents[:, :, :keep], s.decode_chunk_size)
+            # The frames the next clip re-makes: this clip's last o kept ones (a short last clip
+            # has no next clip).
+            record = (lead + keep - o, o) if o and clip + 1 < clips else None
+            with self._running(model.backbone):
+                latents, path = self._denoise(scheduler, s, generator, (1, 4, lead + f, h, w), conditions, clip,
+                                              clips, callback, should_cancel,
+                                              None if s.reuse_reference else run_reference,
+                                              batched=s.batch_guidance or video.batched_guidance_only,
+                                              follow=path if lead else None, record=record)
+            frames = self.decode(latents[:, :, lead:lead + keep], s.decode_chunk_size)
             if clip + 1 < clips and n > 0:
-                # The next clip's motion frames: the last n frames generated so far (f may be < n),
-                # as VAE latents of their pixels (see GenerationSettings.motion_from_pixels).
+                # The next clip's motion frames: the last n (+ o) frames generated so far (f may be
+                # < n), as VAE latents of their pixels (see GenerationSettings.motion_from_pixels).
+                wanted = min(n + o, f)
                 if s.motion_from_pixels:
-                    recent_pixels = _last(frames, min(n, f), 0).permute(0, 3, 1, 2)
+                    recent_pixels = _last(frames, wanted, 0).permute(0, 3, 1, 2)
                     masked = family.motion_pixels(model.config, recent_pixels, mask, generator)
                     recent = self.encode_reference(recent_pixels if masked is None else masked)[None].to(dtype)
                 else:
-                    recent = latents.permute(0, 2, 1, 3, 4).to(dtype)  # (1, f, 4, h, w)
-                motion_latents = _last(torch.cat([motion_latents, recent], dim=1), n, dim=1)
-                motion_speeds = _last(torch.cat([motion_speeds, clip_speeds]), n, dim=0)
+                    recent = latents[:, :, lead:lead + keep].permute(0, 2, 1, 3, 4).to(dtype)  # (1, f, 4, h, w)
+                history = _last(torch.cat([history, recent], dim=1), n + o, dim=1)
+                history_speeds = _last(torch.cat([history_speeds, clip_speeds[lead:]]), n + o, dim=0)
+                motion_latents = _last(history, n, dim=1)
+                motion_speeds = _last(history_speeds, n, dim=0)
             yield frames
 
     def _windowed(self, schedule: ContextWindows, s: GenerationSettings, audio, ref_latent, video, rows,
@@ -510,11 +542,25 @@ class EMOPipeline:
                 "prediction": mean if rows or schedule.mean_without_guidance else prediction_sum, "guided": guided}
 
     def _denoise(self, scheduler, s: GenerationSettings, generator, shape, conditions: dict, clip: int,
-                 clips: int, callback, should_cancel, rerun_reference=None, batched: bool = True) -> torch.Tensor:
+                 clips: int, callback, should_cancel, rerun_reference=None, batched: bool = True,
+                 follow: list[torch.Tensor] | None = None, record: tuple[int, int] | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Denoise one clip. follow: the latents of this clip's first frames at every step (and
+        after the last), from the clip before it, which they are held to; record: (first, count),
+        the frames whose latents at every step are returned for the next clip to follow.
+        Returns (the final latents, the recorded path or None)."""
         device, dtype = self.device, self.dtype
         scheduler.set_timesteps(s.steps, device=device)
-        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
-        latents = latents * scheduler.init_noise_sigma
+        if follow is not None:
+            # The followed frames draw no noise of their own: the other frames get the noise
+            # they would get without overlap, frame for frame.
+            lead = follow[0].shape[2]
+            fresh = torch.randn((*shape[:2], shape[2] - lead, *shape[3:]), generator=generator, dtype=torch.float32)
+            latents = torch.cat([follow[0].cpu(), fresh], dim=2).to(device)
+        else:
+            latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+            latents = latents * scheduler.init_noise_sigma
+        path = [] if record is not None else None
         step_kwargs = {}
         step_params = inspect.signature(scheduler.step).parameters
         if "eta" in step_params:
@@ -524,6 +570,10 @@ class EMOPipeline:
         for i, t in enumerate(scheduler.timesteps):
             if should_cancel is not None and should_cancel():
                 raise GenerationCancelled(f"generation cancelled at clip {clip + 1}/{clips}, step {i + 1}/{s.steps}")
+            if follow is not None:
+                latents[:, :, :lead] = follow[i]
+            if path is not None:
+                path.append(latents[:, :, record[0]:record[0] + record[1]].clone())
             if rerun_reference is not None:  # baseline: the ReferenceNet at every step
                 conditions = {**conditions, "reference": rerun_reference()}
             model_input = scheduler.scale_model_input(latents, t).to(dtype)
@@ -536,7 +586,11 @@ class EMOPipeline:
             if callback is not None:
                 callback(Progress(clip=clip, num_clips=clips, step=i + 1, num_steps=s.steps, latents=latents,
                                   denoised=getattr(step, "pred_original_sample", None)))
-        return latents
+        if follow is not None:
+            latents[:, :, :lead] = follow[-1]
+        if path is not None:
+            path.append(latents[:, :, record[0]:record[0] + record[1]].clone())
+        return latents, path
 
     def _predict(self, x: torch.Tensor, t, conditions: dict, batched: bool) -> torch.Tensor:
         """The backbone's prediction; with guidance, rows [uncond, cond] in one batch or, as the

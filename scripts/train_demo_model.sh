@@ -55,6 +55,9 @@ model = load_checkpoint(sys.argv[1])
 # Guidance 3.5 (the preset's) overdrives the nod: the head overshoots and jumps at clip seams.
 # 2.0 keeps the lips and follows the speed; see README "The demo model".
 model.config.defaults.guidance_scale = 2.0
+# Each clip re-makes the last 4 frames of the one before it: seam ratio 1.67 -> 1.43 on the
+# second held-out set (bench/RESULTS.md, "Seams").
+model.config.defaults.overlap_frames = 4
 save_checkpoint(model, sys.argv[2], description=(
     "EMO demonstration model for SYNTHETIC DRAWN FACES only (64 px; trained on `emo synth` talkers by "
     "scripts/train_demo_model.sh). It shows the whole system working without downloads; it is not a "

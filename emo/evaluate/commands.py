@@ -60,7 +60,7 @@ def cmd_evaluate(args) -> None:
     options = EvaluationOptions(count=args.count, seconds=args.seconds, first_seed=args.first_seed,
                                 speed=args.speed, speeds=_speeds(args.speeds), steps=args.steps,
                                 guidance_scale=args.guidance, seed=args.seed, fid_weights=args.fid_weights,
-                                fvd_weights=args.fvd_weights)
+                                fvd_weights=args.fvd_weights, overlap_frames=args.overlap_frames)
     device = pick_device(args.device)
     report = evaluate_checkpoint(args.checkpoint, options, device=device, dtype=pick_dtype(args.precision, device),
                                  progress=None if args.quiet else (lambda message: print(f"  {message}", flush=True)))
@@ -100,6 +100,8 @@ def add_commands(commands) -> None:
     ev.add_argument("--steps", type=STEPS, default=None, help="denoising steps (default: the model's)")
     ev.add_argument("--guidance", type=GUIDANCE, default=None, help="guidance scale (default: the model's)")
     ev.add_argument("--seed", type=SEED, default=0, help="noise seed of the generations")
+    ev.add_argument("--overlap-frames", type=OptionValue(int, at_least=0, at_most=1024), default=None,
+                    help="frames each clip re-makes from the one before (default: the model's; 0: none)")
     ev.add_argument("--json", default=None, help="write the report here as JSON")
     ev.add_argument("--fid-weights", default=None, help="path of inception-2015-12-05.pt (TorchScript) for FID")
     ev.add_argument("--fvd-weights", default=None, help="path of i3d_torchscript.pt (TorchScript) for FVD")

@@ -55,6 +55,7 @@ class EvaluationOptions:
     guidance_scale: float | None = None
     frames_per_clip: int | None = None
     motion_frames: int | None = None
+    overlap_frames: int | None = None  # None: the model's (see GenerationSettings.overlap_frames)
     seed: int = 0  # noise seed of the generations
     max_offset: int = 5  # lip-sync offsets searched, +- frames
     distractors: int = 8  # other identities the reference is compared with
@@ -153,11 +154,13 @@ class TalkerGenerator:
         self.settings = GenerationSettings(size=size, fps=fps, steps=options.steps,
                                            guidance_scale=options.guidance_scale, seed=options.seed,
                                            frames_per_clip=options.frames_per_clip,
-                                           motion_frames=options.motion_frames)
+                                           motion_frames=options.motion_frames,
+                                           overlap_frames=options.overlap_frames)
         resolved = self.settings.resolve(pipeline.config.defaults)
         self.frames_per_clip = resolved.frames_per_clip
         self.resolved = {name: getattr(resolved, name) for name in
-                         ("size", "fps", "frames_per_clip", "motion_frames", "steps", "guidance_scale")}
+                         ("size", "fps", "frames_per_clip", "motion_frames", "steps", "guidance_scale",
+                          "overlap_frames")}
         self.cache: dict[tuple[int, float], np.ndarray] = {}
 
     def _inputs(self, talker: synthetic.Talker):

@@ -222,6 +222,7 @@ def prepare_job(pipeline: EMOPipeline, job, inputs: JobInputs) -> PreparedJob:
     settings = GenerationSettings(size=size, fps=fps, steps=job.steps, seed=job.seed,
                                   guidance_scale=job.guidance, scheduler=job.scheduler,
                                   frames_per_clip=job.frames_per_clip, motion_frames=job.motion_frames,
+                                  overlap_frames=getattr(job, "overlap_frames", None),
                                   region_scales=None if weights == (None,) * 3 else
                                   tuple(1.0 if w is None else w for w in weights))
     face_embedding = load_face_embedding(job.face_embedding) if job.face_embedding else None
@@ -490,6 +491,9 @@ def add_job_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     option("--motion-frames", type=MOTION_FRAMES, default=None, metavar="N",
            help="earlier frames each clip continues from; 0 = clips are independent "
                 f"{from_the_checkpoint('motion_frames')}")
+    option("--overlap-frames", type=MOTION_FRAMES, default=None, metavar="N",
+           help="frames of the previous clip each clip re-makes, so clips join without a seam "
+                f"{from_the_checkpoint('overlap_frames')}; 0: clips meet through the motion frames alone")
     option("--crf", type=CRF, default=19, metavar="N",
            help="video quality, lower = better and bigger: 0-51 for .mp4, 0-63 for .webm")
     for region, label in (("pose", "background/head pose"), ("face", "face"), ("lip", "lips")):

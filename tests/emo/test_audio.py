@@ -513,3 +513,41 @@ def test_module_does_not_import_comfyui():
     source = open(audio.__file__, encoding="utf-8").read()
     for name in ("comfy", "folder_paths", "server", "nodes"):
         assert f"import {name}" not in source and f"from {name}" not in source
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory flat in the audio's length: no whole-clip copies (issue 20)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_chunks_are_normalised_as_the_whole_clip_is(model):
+    """Chunks are normalised one by one with the whole clip's statistics: exactly what running
+    the already normalised clip gives, in one call or in chunks."""
+    waveform = speech_like(3.0, seed=5) * 0.3 + 0.05  # an offset and a scale to remove
+    normalised = audio.normalize_waveform(waveform)
+    for chunk_seconds in (100.0, 1.0):
+        lazy = wav2vec2_hidden_states(model, waveform, chunk_seconds=chunk_seconds)
+        eager = wav2vec2_hidden_states(model, normalised, chunk_seconds=chunk_seconds, normalize=False)
+        assert torch.equal(lazy, eager)
+    assert not torch.equal(wav2vec2_hidden_states(model, waveform, normalize=False),
+                           wav2vec2_hidden_states(model, waveform))
+
+
+def test_mono_audio_is_not_copied():
+    mono = torch.randn(1, 1000)
+    assert to_mono(mono).data_ptr() == mono.data_ptr()
+    assert torch.equal(to_mono(mono), mono[0])
+
+
+@pytest.mark.parametrize("expected", [0, 5, 1000, 100_000])
+def test_sample_buffer_holds_exactly_the_decoded_samples(expected):
+    """The header's length only sizes the buffer: too short (it grows), too long or unknown (0),
+    the samples come back as decoded."""
+    rng = np.random.default_rng(0)
+    pieces = [rng.standard_normal((2, n)).astype(np.float32) for n in (1024, 1024, 700, 3)]
+    buffer = audio._SampleBuffer(expected)
+    for piece in pieces:
+        buffer.append(piece)
+    samples = buffer.samples()
+    assert samples.flags.c_contiguous and buffer.length == 2751
+    np.testing.assert_array_equal(samples, np.concatenate(pieces, axis=1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -259,3 +261,53 @@ def test_sizes_that_do_not_halve_evenly_work(pipe):
     """72 px is 9 latent cells: 9 -> 5 on the way down, each up level resizes to its skip."""
     frames = run(pipe, features(4), settings=GenerationSettings(**{**SETTINGS.__dict__, "size": 72})).frames
     assert frames.shape[1:] == (72, 72, 3) and torch.isfinite(frames).all()
+
+
+# ---- overlap: clips join by re-making the previous clip's last frames (issue 20, seams) ---------
+def overlap_settings(overlap, **more):
+    return GenerationSettings(**{**SETTINGS.__dict__, "frames_per_clip": 4, "motion_frames": 2,
+                                 "overlap_frames": overlap, **more})
+
+
+def test_overlap_re_makes_the_previous_clips_last_frames(pipe, monkeypatch):
+    """Each clip after the first denoises f + o frames, its first o held on the previous clip's
+    path; only its f new frames come out, so the first clip and the frame count do not change,
+    and later clips do."""
+    shapes, original = [], pipe._denoise
+
+    def recording(scheduler, s, generator, shape, *args, **kwargs):
+        shapes.append((shape[2], kwargs.get("follow") is not None, kwargs.get("record")))
+        return original(scheduler, s, generator, shape, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "_denoise", recording)
+    audio = features(11)
+    plain = run(pipe, audio, settings=overlap_settings(0)).frames
+    shapes.clear()
+    joined = run(pipe, audio, settings=overlap_settings(2)).frames
+    assert shapes == [(4, False, (2, 2)), (6, True, (4, 2)), (6, True, None)]
+    assert joined.shape == plain.shape == (11, 64, 64, 3)
+    assert torch.equal(joined[:4], plain[:4])
+    assert (joined[4:] - plain[4:]).abs().max() > 1e-4
+    assert torch.equal(joined, run(pipe, audio, settings=overlap_settings(2)).frames)  # deterministic
+
+
+def test_overlap_motion_frames_come_before_the_overlap(pipe, monkeypatch):
+    """With overlap o, the next clip's motion frames are the n frames before the o it re-makes:
+    the last n + o decoded frames are encoded."""
+    encoded = record_encodes(pipe, monkeypatch)
+    chunks = list(pipe.iter_clips(portrait(64), features(10), face_mask=box_mask(64), settings=overlap_settings(1)))
+    assert [tuple(p.shape) for p in encoded] == [(1, 3, 64, 64), (3, 3, 64, 64), (3, 3, 64, 64)]
+    for clip, pixels in enumerate(encoded[1:]):
+        assert torch.equal(pixels, chunks[clip][-3:].permute(0, 3, 1, 2))
+
+
+def test_overlap_settings_are_checked_and_default_to_the_model(pipe):
+    defaults = pipe.config.defaults
+    assert GenerationSettings().resolve(defaults).overlap_frames == defaults.overlap_frames
+    with_overlap = replace(defaults, overlap_frames=4)
+    # The model's overlap shrinks to a shorter clip asked for; one asked for does not.
+    assert GenerationSettings(frames_per_clip=2).resolve(with_overlap).overlap_frames == 2
+    with pytest.raises(ValueError, match="overlap_frames must be between 0 and frames_per_clip"):
+        GenerationSettings(frames_per_clip=2, overlap_frames=3).resolve(defaults)
+    with pytest.raises(ValueError, match="overlap_frames"):
+        replace(defaults, overlap_frames=13)
