@@ -163,4 +163,4 @@ def test_synth_command_writes_videos_with_ground_truth(tmp_path, capsys):
     # A re-run keeps what exists; bad arguments are one line and status 2.
     assert main(["synth", "--out", str(out), "--count", "2", "--seconds", "1.2", "--seed", "5", "-q"]) == 0
     assert main(["synth", "--out", str(out), "--count", "0", "--seconds", "1", "-q"]) == 2
-    assert "--count must be >= 1" in capsys.readouterr().err
+    assert "argument --count: must be a whole number >= 1, got '0'" in capsys.readouterr().err

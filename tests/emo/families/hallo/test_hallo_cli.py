@@ -66,7 +66,7 @@ def test_folder_errors_are_one_line_and_say_where_files_go(setup, tmp_path, caps
     (root / "hallo" / "net.pth").unlink()
     assert generate(setup, tmp_path / "a.mp4", "--hallo-dir", str(root)) == 2
     err = _error(capsys)
-    assert "hallo/net.pth missing" in err and str(root / "hallo" / "net.pth") in err
+    assert "no net.pth" in err and str(root / "hallo" / "net.pth") in err
     shutil.copy(setup["root"] / "hallo" / "net.pth", root / "hallo" / "net.pth")
     shutil.rmtree(root / "face_analysis")
     assert generate(setup, tmp_path / "b.mp4", "--hallo-dir", str(root)) == 2
