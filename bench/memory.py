@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -68,12 +67,12 @@ _CLI = textwrap.dedent("""
 _NODES = textwrap.dedent("""
     import json, resource, sys
     import torch
+    from scripts import pack_import
+
+    pack_import.install()  # the nodes import the library package-relatively, as in ComfyUI
     from emo.audio import load_audio
     from emo.image import load_image
     from nodes import comfy_services as services
-    from scripts import pack_import
-
-    pack_import.install()
     from nodes.model import EMOModelLoader
     from nodes.reference import EMOLoadReference, EMOFaceRegionMask
     from nodes.audio import EMOAudioEncode
