@@ -98,7 +98,9 @@ def random_weight(key: str, shape, seed: int, device: str | torch.device = "cpu"
 
 
 def sinusoid(length: int, channels: int) -> torch.Tensor:
-    """[1, length, channels]: sin at even channels, cos at odd ones (AnimateDiff's `pe`)."""
+    """[1, length, channels]: sin at even channels, cos at odd ones (AnimateDiff's `pe`). The
+    same table as emo.models.temporal.sinusoidal_table, restated because Hallo's worker imports
+    this module in Hallo's own environment, where our library must not be imported."""
     position = torch.arange(length, dtype=torch.float32)[:, None]
     div = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32) * (-math.log(10000.0) / channels))
     table = torch.zeros(1, length, channels)

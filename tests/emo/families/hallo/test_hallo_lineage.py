@@ -27,8 +27,7 @@ from emo.families.hallo.convert import (
 from emo.families.hallo.lineage import check_variant_keys, describe_net_file, detect_variant
 from emo.families.hallo.options import HalloOptions
 from emo.model import EMOModel
-from emo.schedulers import make_scheduler
-from tests.emo.families.hallo.test_hallo_parity import _close, _one_step
+from tests.emo.families.hallo.test_hallo_parity import _check_denoising_step, _close, _one_step
 from tests.emo.weights import formats
 from tests.helpers import REPO, SHARED, discover, missing_fixture
 
@@ -170,17 +169,7 @@ def test_hallo_lineage_small_modules_match(fixture):
 
 
 def test_hallo_lineage_noise_prediction_matches(fixture):
-    t, meta = fixture["t"], fixture["meta"]
-    noise = _one_step(fixture["model"], t, meta)["noise"]
-    _close(noise, t["output.noise_pred"], 1e-4, 1e-4)
-    uncond, cond = noise.chunk(2)
-    guided = uncond + float(t["input.guidance_scale"]) * (cond - uncond)
-    _close(guided, t["output.noise_pred_guided"], 3e-4, 1e-4)
-    scheduler = make_scheduler("ddim", fixture["config"].scheduler)
-    scheduler.set_timesteps(meta["scheduler"]["num_inference_steps"])
-    assert torch.equal(scheduler.timesteps, t["inter.timesteps_all"])
-    latents = scheduler.step(guided, t["input.timestep"], t["input.latents"], eta=0.0).prev_sample
-    _close(latents, t["output.latents_next"], 1e-5, 1e-5)
+    _check_denoising_step(fixture)
 
 
 def _variant_model(fixture, **changes):

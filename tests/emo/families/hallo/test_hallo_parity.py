@@ -141,11 +141,15 @@ def test_small_modules_match(fixture):
 
 
 def test_noise_prediction_matches_hallo(fixture):
-    t = fixture["t"]
-    noise = _one_step(fixture["model"], t, fixture["meta"])["noise"]
+    _check_denoising_step(fixture)
+
+
+def _check_denoising_step(fixture):
+    """One step against the fixture: the noise prediction, guidance and the DDIM update with the
+    peer's scheduler settings (shared with test_hallo_lineage.py's Hallo2/JoyHallo fixtures)."""
+    t, meta = fixture["t"], fixture["meta"]
+    noise = _one_step(fixture["model"], t, meta)["noise"]
     _close(noise, t["output.noise_pred"], 1e-4, 1e-4)
-    # Guidance and the DDIM update with Hallo's scheduler settings.
-    meta = fixture["meta"]
     uncond, cond = noise.chunk(2)
     guided = uncond + float(t["input.guidance_scale"]) * (cond - uncond)
     _close(guided, t["output.noise_pred_guided"], 3e-4, 1e-4)
