@@ -28,6 +28,7 @@ from side_by_side import (  # noqa: E402
     HALLO_SCHEDULER,
     Clock,
     PeakMemory,
+    Profile,
     hallo_additional_kwargs,
     load_average,
     parse_dtype,
@@ -165,7 +166,8 @@ def main(argv=None) -> int:
     memory.reset()
     load = [load_average()]
     start = clock.now()
-    first, latents = denoise_clip(hallo, net, x, job["steps"], job["frames"], clock, seconds)
+    with Profile(job, workdir, "hallo"):
+        first, latents = denoise_clip(hallo, net, x, job["steps"], job["frames"], clock, seconds)
     clip = clock.now() - start
     peak = memory.peak_mb()
     load.append(load_average())

@@ -156,6 +156,34 @@ class PeakMemory:
         raise RuntimeError("vs_hallo: /proc/self/status has no VmHWM line; peak memory needs Linux.")
 
 
+class Profile:
+    """`torch.profiler` around one side's measured clip when the job asks for it (`--profile`):
+    writes DIR/profile_<side>.txt, the operators by self time (the top 40, and the same grouped by
+    input shapes), so that the two sides' costs can be compared operator by operator."""
+
+    def __init__(self, job: dict, workdir, side: str):
+        self.enabled, self.path = bool(job.get("profile")), Path(workdir) / f"profile_{side}.txt"
+        self._profiler = None
+
+    def __enter__(self):
+        if self.enabled:
+            self._profiler = torch.profiler.profile(record_shapes=True)
+            self._profiler.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._profiler is None:
+            return False
+        self._profiler.__exit__(*exc)
+        sort = "self_cuda_time_total" if self._profiler.use_device == "cuda" else "self_cpu_time_total"
+        events = self._profiler.key_averages()
+        shaped = self._profiler.key_averages(group_by_input_shape=True)
+        self.path.write_text(events.table(sort_by=sort, row_limit=40) + "\n\n"
+                             + shaped.table(sort_by=sort, row_limit=40, max_name_column_width=40,
+                                            max_shapes_column_width=120))
+        return False
+
+
 def load_average() -> float:
     """The machine's 1-minute load average (runnable threads), to say how shared a CPU run was."""
     return round(os.getloadavg()[0], 2)

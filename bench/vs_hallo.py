@@ -21,6 +21,9 @@ path, CFG, DDIMScheduler). Neither side runs a VAE or wav2vec2 in the figures: H
 latents and features; ours uses a tiny random VAE (the latent geometry of SD's) to make its
 reference latents and decode, and its time is subtracted.
 
+Ours runs as `emo generate` does, with freed CPU memory kept for reuse (emo/runtime/cpu_memory.py;
+`EMO_KEEP_FREED_MEMORY=0` measures without); Hallo's process runs as its scripts do.
+
 Measures, each side in its own process:
 - step_s: one denoising step of the clip with guidance = the ReferenceNet write pass + one
   backbone call on the [uncond, cond] batch (mean over the clip's calls);
@@ -56,6 +59,7 @@ from side_by_side import (  # noqa: E402
     ARCHS,
     Clock,
     PeakMemory,
+    Profile,
     hallo_additional_kwargs,
     load_average,
     parse_dtype,
@@ -166,6 +170,10 @@ def run_ours(job: dict, workdir: Path) -> dict:
     from emo.audio import AudioFeatures
     from emo.pipeline import EMOPipeline, GenerationSettings
 
+    from emo.runtime.cpu_memory import keep_freed_memory
+
+    # as `emo generate` runs (emo/runtime/devices.py setup_run); EMO_KEEP_FREED_MEMORY=0: without
+    freed_memory = keep_freed_memory()
     device, dtype = torch.device(job["device"]), parse_dtype(job["dtype"])
     model, keys = build_ours(job["arch"], dtype, device, job["seed"])
     write_json(workdir / "keys.json", keys)
@@ -191,7 +199,8 @@ def run_ours(job: dict, workdir: Path) -> dict:
     memory.reset()
     load = [load_average()]
     start = clock.now()
-    clip(job["steps"])
+    with Profile(job, workdir, "ours"):
+        clip(job["steps"])
     seconds = clock.now() - start - sum(probe.seconds["vae"])
     peak = memory.peak_mb()
     load.append(load_average())
@@ -217,7 +226,8 @@ def run_ours(job: dict, workdir: Path) -> dict:
             tensors[f"mask.{kind}.{level}"] = m.float()  # (1, h_l * w_l)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(workdir / "ours.safetensors"))
     return timings(probe.seconds["reference"], probe.seconds["backbone"], seconds, peak,
-                   vae_s=sum(probe.seconds["vae"]), first_timestep=int(timestep), load=load)
+                   vae_s=sum(probe.seconds["vae"]), first_timestep=int(timestep), load=load,
+                   freed_memory=freed_memory)
 
 
 def timings(reference_s: list, backbone_s: list, clip_s: float, peak_mb: float, **extra) -> dict:
@@ -259,6 +269,7 @@ def compare(job: dict, workdir: Path) -> dict:
         "step_rel_diff": step_diff, "clip_rel_diff": clip_diff, "max_rel_diff": max(step_diff, clip_diff),
         "equal": max(step_diff, clip_diff) <= TOLERANCE[job["dtype"]],
         "load_average": loads,  # 1-minute load average before and after each side's measured clip
+        "ours_freed_memory": o.get("freed_memory"),  # emo.runtime.cpu_memory: "kept" as the CLI runs
     }
 
 
@@ -277,6 +288,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="keep the exchanged tensors here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line (no table)")
+    parser.add_argument("--profile", action="store_true",
+                        help="write each side's operator profile of the measured clip to the workdir "
+                             "(profile_ours.txt, profile_hallo.txt; its overhead makes those timings unfit to record)")
     parser.add_argument("--worker", choices=("ours",), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -296,7 +310,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     job = {"arch": args.arch, "size": args.size, "frames": args.frames, "steps": args.steps,
            "dtype": args.dtype, "device": args.device, "seed": args.seed,
-           "warmup": args.warmup if args.warmup is not None else int(device.type == "cuda"),
+           "profile": args.profile, "warmup": args.warmup if args.warmup is not None else int(device.type == "cuda"),
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     with tempfile.TemporaryDirectory(prefix="vs_hallo_") as scratch:
         workdir = Path(args.workdir or scratch)

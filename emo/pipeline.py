@@ -43,6 +43,10 @@ from .windows import ContextWindows, context_windows
 
 logger = logging.getLogger(__name__)
 
+# With guidance the backbone's rows are [uncond, cond] and the unconditional row's audio tokens
+# are zeros: the audio modules are told so (VideoConditioning.audio_of) and may skip that work.
+SILENT_UNCOND = (True, False)
+
 
 class GenerationCancelled(RuntimeError):
     """Raised inside the denoising loop when the caller's cancel hook returns True."""
@@ -445,7 +449,7 @@ class EMOPipeline:
                 tokens = torch.cat([torch.zeros_like(tokens), tokens])  # the unconditional row hears nothing
             conditions = dict(reference=run_reference(), reference_rows=rows, speed=speed_embedding,
                               face_features=video.face_features, context=video.context_of(tokens),
-                              audio=video.audio_of(tokens))
+                              audio=video.audio_of(tokens, silent_rows=SILENT_UNCOND if use_cfg else None))
             keep = min(f, total - start)
             # The frames the next clip re-makes: this clip's last o kept ones (a short last clip
             # has no next clip).
@@ -521,7 +525,8 @@ class EMOPipeline:
             if rows:
                 tokens = torch.cat([torch.zeros_like(tokens), tokens])  # the unconditional row hears nothing
             conditions = dict(reference=reference, reference_rows=rows, speed=None, face_features=video.face_features,
-                              context=video.context_of(tokens), audio=video.audio_of(tokens))
+                              context=video.context_of(tokens),
+                              audio=video.audio_of(tokens, silent_rows=SILENT_UNCOND if rows else None))
             x = scheduler.scale_model_input(latents[:, :, index], t).to(dtype)
             prediction = self._predict(x, t, conditions, batched)
             if schedule.velocity_round_trip:  # to x0 and back, as the peer's accelerated pipeline does

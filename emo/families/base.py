@@ -52,8 +52,11 @@ class VideoConditioning:
     def context_of(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens if isinstance(self.context, str) else self.context
 
-    def audio_of(self, tokens: torch.Tensor):
-        return None if self.audio_inputs is None else self.audio_inputs(tokens)
+    def audio_of(self, tokens: torch.Tensor, silent_rows: tuple | None = None):
+        """What the audio modules read for these (R, F, K, D) tokens; `silent_rows`: per row,
+        True where its tokens are all zero (guidance's unconditional row), which lets a module
+        skip attending to them."""
+        return None if self.audio_inputs is None else self.audio_inputs(tokens, silent_rows)
 
     def reference_images(self, ref_latent: torch.Tensor, motion_latents: torch.Tensor) -> torch.Tensor:
         """(1, 4, h, w) and (1, n, 4, h, w) -> the ReferenceNet's batch (items, 1+n, 4, h, w)."""

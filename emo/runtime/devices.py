@@ -198,8 +198,12 @@ def use_deterministic_algorithms() -> None:
 
 
 def setup_run(threads: int | None = None, deterministic: bool = False) -> str:
-    """A command-line run's CPU threads and determinism (--threads, --deterministic); returns
-    the plan line's words for them, e.g. "2 CPU threads (2 usable CPUs)"."""
+    """A command-line run's CPU threads, determinism (--threads, --deterministic) and memory
+    reuse (`cpu_memory.keep_freed_memory`: a command is one process per run); returns the plan
+    line's words for the threads, e.g. "2 CPU threads (2 usable CPUs)"."""
+    from .cpu_memory import keep_freed_memory
+
+    keep_freed_memory()
     count, why = set_cpu_threads(threads, deterministic)
     if deterministic:
         use_deterministic_algorithms()

@@ -9,6 +9,13 @@ names follow Hallo's `net.pth` so its weights load unchanged.
 
 JoyHallo (jdh-algo/JoyHallo) keeps the three masks and 1x1 convs but computes the cross-attention
 once (`attn2_0`, shared by the regions; its file has no `attn2_1`/`attn2_2`): `shared_attention`.
+
+Work skipped, same math (`RegionAudioInputs.support` / `.silent`): a region's term is
+`conv(attention * mask)`, so where the mask is 0 it is the conv's bias alone, and the attention,
+its projections and the conv need only run on the pixels the mask covers (the lip region is a few
+percent of the frame); and on a row whose audio tokens are all zero (guidance's unconditional
+branch) the keys and values are zero (no key/value bias), so the attention gives its output bias
+at every pixel and the term is `mask * (W_conv @ bias) + conv bias`, with no attention at all.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
@@ -34,6 +42,48 @@ class RegionAudioInputs:
     tokens: torch.Tensor  # (N, K, Da) audio tokens per image row (b f)
     masks: list  # per resolution level: [full, face, lip], each (N or 1, H*W)
     scales: tuple | None  # (pose, face, lip) weights
+    # per level: [full, face, lip] long tensors of the pixels where a (1, H*W) mask is not 0, or
+    # None for a mask that covers every pixel (see `mask_support`); None = run every pixel.
+    support: list | None = None
+    # per video (rows (b f) in runs of F): True where its audio tokens are all zero; None = none.
+    silent: tuple | None = None
+
+
+def mask_support(masks: list) -> list:
+    """`RegionAudioInputs.support` of per-level [full, face, lip] masks of shape (1, H*W): the
+    indices of their non-zero pixels (None where that is every pixel). Computed once per video."""
+    support = []
+    for level in masks:
+        indices = []
+        for mask in level:
+            if mask.ndim != 2 or mask.shape[0] != 1:
+                raise ValueError(f"mask_support: a mask shared by every frame is (1, H*W), got {tuple(mask.shape)}")
+            nonzero = mask[0].nonzero().flatten()
+            indices.append(None if nonzero.numel() == mask.shape[1] else nonzero)
+        support.append(indices)
+    return support
+
+
+def _row_runs(silent: tuple | None, rows: int) -> list:
+    """[(first row, end row, silent)] runs of the (b f) rows, videos of rows / len(silent) frames."""
+    if not silent:
+        return [(0, rows, False)]
+    frames = rows // len(silent)
+    runs = []
+    for b, flag in enumerate(silent):
+        if runs and runs[-1][2] == bool(flag):
+            runs[-1] = (runs[-1][0], (b + 1) * frames, bool(flag))
+        else:
+            runs.append((b * frames, (b + 1) * frames, bool(flag)))
+    return runs
+
+
+def _attends_zero_to_bias(attn: Attention) -> bool:
+    """Whether `attn` to all-zero tokens outputs its output bias at every query: no key/value
+    bias, nothing applied to the tokens or the result besides the projections."""
+    return (attn.to_k.bias is None and attn.to_v.bias is None and attn.norm_cross is None
+            and attn.group_norm is None and attn.spatial_norm is None and not attn.residual_connection
+            and attn.rescale_output_factor == 1.0)
 
 
 class RegionAudioBlock(nn.Module):
@@ -54,10 +104,14 @@ class RegionAudioBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn="geglu")
         apply_zero_init(self)
 
-    def forward(self, x, tokens, masks, scales, height: int, width: int):
-        # x: (N, HW, C); tokens: (N, K, Da); masks: 3 x (N, HW); scales: 3 floats or None
+    def forward(self, x, tokens, masks, scales, height: int, width: int, support=None, silent=None):
+        # x: (N, HW, C); tokens: (N, K, Da); masks: 3 x (N, HW); scales: 3 floats or None;
+        # support: 3 x (pixel indices or None) or None; silent: per-video bools or None
         x = self.attn1(self.norm1(x)) + x
         n2 = self.norm2(x)
+        if support is not None or silent:
+            x = self._regions_sparse(x, n2, tokens, masks, scales, support, silent)
+            return self.ff(self.norm3(x)) + x
         terms = []
         shared = self.attn2_0(n2, encoder_hidden_states=tokens) if self.shared_attention else None
         for k, region in enumerate(REGIONS):
@@ -70,6 +124,42 @@ class RegionAudioBlock(nn.Module):
             terms.append(h if scales is None else scales[k] * h)
         x = terms[0] + terms[1] + terms[2] + x  # Hallo's summation order
         return self.ff(self.norm3(x)) + x
+
+    def _regions_sparse(self, x, n2, tokens, masks, scales, support, silent):
+        """`x` plus the three region terms, each run only where its mask is not 0 and, on silent
+        rows, without attention (see the module docstring). Same math and summation order as the
+        dense path."""
+        n, hw, c = n2.shape
+        support = support if support is not None else (None, None, None)
+        runs = _row_runs(silent, n)
+        shared = None
+        if self.shared_attention:  # JoyHallo: one attention for the three regions
+            shared = {start: self.attn2_0(n2[start:end], encoder_hidden_states=tokens[start:end])
+                      for start, end, quiet in runs if not (quiet and _attends_zero_to_bias(self.attn2_0))}
+        terms = []
+        for k, region in enumerate(REGIONS):
+            conv, pixels = getattr(self, f"zero_conv_{region}"), support[k]
+            attn = self.attn2_0 if self.shared_attention else getattr(self, f"attn2_{k}")
+            mask = masks[k] if pixels is None else masks[k].index_select(1, pixels)  # (N or 1, P)
+            pieces = []
+            for start, end, quiet in runs:
+                if quiet and _attends_zero_to_bias(attn):
+                    # attention to zero tokens = its output bias at every pixel, not attended
+                    value = attn.to_out[0].bias
+                    value = n2.new_zeros(c) if value is None else value.to(n2.dtype)
+                    pieces.append(value.expand(end - start, mask.shape[1], c))
+                elif shared is not None:
+                    pieces.append(shared[start] if pixels is None else shared[start].index_select(1, pixels))
+                else:
+                    query = n2[start:end] if pixels is None else n2[start:end].index_select(1, pixels)
+                    pieces.append(attn(query, encoder_hidden_states=tokens[start:end]))
+            attended = pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # (N, P, C)
+            term = F.linear(attended * mask[:, :, None], conv.weight.reshape(c, c), conv.bias)  # the 1x1 conv
+            if pixels is not None:  # elsewhere the mask is 0: the conv's bias alone
+                outside = (conv.bias if conv.bias is not None else n2.new_zeros(c)).to(n2.dtype)
+                term = outside.expand(n, hw, c).clone().index_copy_(1, pixels, term)
+            terms.append(term if scales is None else scales[k] * term)
+        return terms[0] + terms[1] + terms[2] + x  # Hallo's summation order
 
 
 class RegionAudioModule(nn.Module):
@@ -93,9 +183,10 @@ class RegionAudioModule(nn.Module):
         x = self.proj_in(self.norm(hidden))
         inner = x.shape[1]
         x = x.permute(0, 2, 3, 1).reshape(n, h * w, inner)
-        masks = [m.to(x.dtype).expand(n, -1) for m in masks]
+        masks = [m.to(x.dtype) for m in masks]  # (N or 1, HW): broadcast over the rows
+        support = inputs.support[level] if inputs.support is not None else None
         for block in self.transformer_blocks:
-            x = block(x, tokens.to(x.dtype), masks, scales, h, w)
+            x = block(x, tokens.to(x.dtype), masks, scales, h, w, support, inputs.silent)
         x = x.reshape(n, h, w, inner).permute(0, 3, 1, 2)
         return self.proj_out(x) + hidden
 

@@ -30,7 +30,7 @@ from torch import nn
 from ...models.unet import BackboneOptions, ReferenceOptions, SitePlan
 from ... import audio as audio_lib
 from ..base import ModelFamily, VideoConditioning
-from .audio_modules import RegionAudioInputs, region_audio_module
+from .audio_modules import RegionAudioInputs, mask_support, region_audio_module
 from .face_projection import FaceEmbeddingProjection
 from .hallo2 import lineage_audio_features, mask_motion_pixels
 from .options import HalloOptions
@@ -160,8 +160,11 @@ class HalloFamily(ModelFamily):
             context, reference_context, items = cond, cond.repeat(1 + n, 1, 1), 1
         scales = list(region_scales)
 
-        def audio_inputs(tokens: torch.Tensor) -> RegionAudioInputs:
-            return RegionAudioInputs(tokens=tokens.to(dtype).flatten(0, 1), masks=by_level, scales=scales)
+        support = mask_support(by_level)  # the pixels each mask covers, found once per video
+
+        def audio_inputs(tokens: torch.Tensor, silent_rows: tuple | None = None) -> RegionAudioInputs:
+            return RegionAudioInputs(tokens=tokens.to(dtype).flatten(0, 1), masks=by_level, scales=scales,
+                                     support=support, silent=silent_rows)
 
         return VideoConditioning(face_features=face_features, reference_context=reference_context,
                                  reference_items=items, context=context, audio_inputs=audio_inputs,

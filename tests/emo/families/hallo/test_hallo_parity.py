@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from emo.audio import window
-from emo.families.hallo.audio_modules import RegionAudioInputs
+from emo.families.hallo.audio_modules import RegionAudioInputs, mask_support
 from emo.families.hallo.convert import (
     build_hallo_model,
     convert_hallo_state,
@@ -115,13 +115,15 @@ def _one_step(model, t, meta, cfg: bool = True):
                 torch.cat([t["input.latents"]] * 2), timestep, torch.cat([face_uncond, face_cond]),
                 reference=reference, reference_rows=(False, True),
                 face_features=torch.cat([torch.zeros_like(face_out), face_out]),
-                audio=RegionAudioInputs(tokens.flatten(0, 1), masks, scales),
+                audio=RegionAudioInputs(tokens.flatten(0, 1), masks, scales, support=mask_support(masks),
+                                        silent=(True, False)),  # the pipeline's route: work skipped
             )
         else:
             reference = model.reference_net(ref, context=face_cond.repeat(1 + m, 1, 1))
             noise = model.backbone(t["input.latents"], timestep, face_cond, reference=reference,
                                    face_features=face_out,
-                                   audio=RegionAudioInputs(audio_tokens.flatten(0, 1), masks, scales))
+                                   audio=RegionAudioInputs(audio_tokens.flatten(0, 1), masks, scales,
+                                                           support=mask_support(masks)))
     return {"noise": noise, "audio_tokens": audio_tokens, "face_cond": face_cond,
             "face_uncond": face_uncond, "face_out": face_out}
 
