@@ -123,20 +123,28 @@ class ReferenceAttentionProcessor:
         return out
 
 
+def row_runs(flags: tuple[bool, ...], frames: int) -> list[tuple[int, int, bool]]:
+    """Runs of videos with equal flags as (first row, end row, flag) over the (b f) rows, each
+    video being `frames` rows: fixed per call, so each run is a slice (no boolean indexing, no
+    host sync, no graph break)."""
+    runs = []
+    for b, flag in enumerate(flags):
+        if runs and runs[-1][2] == bool(flag):
+            runs[-1] = (runs[-1][0], (b + 1) * frames, bool(flag))
+        else:
+            runs.append((b * frames, (b + 1) * frames, bool(flag)))
+    return runs
+
+
 def _attend_rows_fixed(attn, hidden_states, ref, rows: tuple[bool, ...], frames: int) -> torch.Tensor:
-    """Reference-attention for rows fixed per call (guidance's [uncond, cond]): each run of
-    equal rows is a slice, so there is no boolean indexing (no host sync, no graph break)."""
-    pieces, start = [], 0
-    while start < len(rows):
-        end = start
-        while end < len(rows) and rows[end] == rows[start]:
-            end += 1
-        h = hidden_states[start * frames:end * frames]
-        if rows[start]:
-            pieces.append(_attend(attn, h, torch.cat([h, ref[start * frames:end * frames]], dim=1)))
+    """Reference-attention for rows fixed per call (guidance's [uncond, cond]), run by run."""
+    pieces = []
+    for start, end, with_reference in row_runs(rows, frames):
+        h = hidden_states[start:end]
+        if with_reference:
+            pieces.append(_attend(attn, h, torch.cat([h, ref[start:end]], dim=1)))
         else:
             pieces.append(_attend(attn, h, h))
-        start = end
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .cpu_memory import keep_freed_memory
+
 DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps"
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -201,8 +203,6 @@ def setup_run(threads: int | None = None, deterministic: bool = False) -> str:
     """A command-line run's CPU threads, determinism (--threads, --deterministic) and memory
     reuse (`cpu_memory.keep_freed_memory`: a command is one process per run); returns the plan
     line's words for the threads, e.g. "2 CPU threads (2 usable CPUs)"."""
-    from .cpu_memory import keep_freed_memory
-
     keep_freed_memory()
     count, why = set_cpu_threads(threads, deterministic)
     if deterministic:

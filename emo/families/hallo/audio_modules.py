@@ -30,6 +30,7 @@ from torch import nn
 
 from ...config import UNetConfig
 from ...models.initialization import apply_zero_init
+from ...models.reference_attention import row_runs
 from ...models.unet import SiteGeometry
 
 REGIONS = ("full", "face", "lip")
@@ -62,20 +63,6 @@ def mask_support(masks: list) -> list:
             indices.append(None if nonzero.numel() == mask.shape[1] else nonzero)
         support.append(indices)
     return support
-
-
-def _row_runs(silent: tuple | None, rows: int) -> list:
-    """[(first row, end row, silent)] runs of the (b f) rows, videos of rows / len(silent) frames."""
-    if not silent:
-        return [(0, rows, False)]
-    frames = rows // len(silent)
-    runs = []
-    for b, flag in enumerate(silent):
-        if runs and runs[-1][2] == bool(flag):
-            runs[-1] = (runs[-1][0], (b + 1) * frames, bool(flag))
-        else:
-            runs.append((b * frames, (b + 1) * frames, bool(flag)))
-    return runs
 
 
 def _attends_zero_to_bias(attn: Attention) -> bool:
@@ -131,7 +118,7 @@ class RegionAudioBlock(nn.Module):
         dense path."""
         n, hw, c = n2.shape
         support = support if support is not None else (None, None, None)
-        runs = _row_runs(silent, n)
+        runs = row_runs(silent, n // len(silent)) if silent else [(0, n, False)]
         shared = None
         if self.shared_attention:  # JoyHallo: one attention for the three regions
             shared = {start: self.attn2_0(n2[start:end], encoder_hidden_states=tokens[start:end])

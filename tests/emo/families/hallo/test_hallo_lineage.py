@@ -27,7 +27,13 @@ from emo.families.hallo.convert import (
 from emo.families.hallo.lineage import check_variant_keys, describe_net_file, detect_variant
 from emo.families.hallo.options import HalloOptions
 from emo.model import EMOModel
-from tests.emo.families.hallo.test_hallo_parity import _check_denoising_step, _close, _one_step
+from tests.emo.families.hallo.test_hallo_parity import (
+    _check_denoising_step,
+    _check_small_modules,
+    _close,
+    _one_step,
+    _variant_model,
+)
 from tests.emo.weights import formats
 from tests.helpers import REPO, SHARED, discover, missing_fixture
 
@@ -161,21 +167,11 @@ def test_hallo_lineage_fixture_is_its_variant(fixture):
 
 
 def test_hallo_lineage_small_modules_match(fixture):
-    t, out = fixture["t"], _one_step(fixture["model"], fixture["t"], fixture["meta"])
-    _close(out["audio_tokens"], t["inter.audio_tokens"], 5e-6, 1e-6)
-    _close(out["face_cond"], t["inter.face_tokens_cond"], 5e-6, 1e-6)
-    _close(out["face_uncond"], t["inter.face_tokens_uncond"], 5e-6, 1e-6)
-    _close(out["face_out"], t["inter.face_locator_out"][:, :, 0], 5e-6, 1e-6)
+    _check_small_modules(fixture)
 
 
 def test_hallo_lineage_noise_prediction_matches(fixture):
     _check_denoising_step(fixture)
-
-
-def _variant_model(fixture, **changes):
-    config = fixture["config"]
-    return build_hallo_model(fixture["weights"], dataclasses.replace(
-        config, family_options={**config.family_options, **changes}))
 
 
 def _spread(meta, prefix: str) -> float:

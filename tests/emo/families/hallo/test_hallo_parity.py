@@ -135,6 +135,12 @@ def _close(actual, expected, atol, rtol=1e-5):
 
 
 def test_small_modules_match(fixture):
+    _check_small_modules(fixture)
+
+
+def _check_small_modules(fixture):
+    """The audio, face and face-locator projections against the fixture's intermediates (shared
+    with test_hallo_lineage.py)."""
     t, out = fixture["t"], _one_step(fixture["model"], fixture["t"], fixture["meta"])
     _close(out["audio_tokens"], t["inter.audio_tokens"], 5e-6, 1e-6)
     _close(out["face_cond"], t["inter.face_tokens_cond"], 5e-6, 1e-6)
